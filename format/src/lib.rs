@@ -1,0 +1,1 @@
+//! The ilha bundle format.
