@@ -1,0 +1,112 @@
+//! Command-line parsing, logging set-up, and error/exit-code policy.
+//!
+//! Exit codes: 0 success; 1 any error (bad bundle, bad signature, I/O...); 2 usage error (clap).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ilha",
+    version,
+    about = "Verify ilha bundles and install Kubernetes from them, offline."
+)]
+pub struct Cli {
+    /// More logs on stderr (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a bundle completely: signatures, every entry's size and sha256, nothing extra.
+    Verify(VerifyArgs),
+    /// List what a bundle contains (images, binaries, files, sizes).
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    /// The bundle (`.tar.zst`); `FILE.minisig` next to it is checked too when present.
+    pub file: PathBuf,
+    /// The minisign public key (`ilha.pub`) the bundle must be signed with.
+    #[arg(long, env = "ILHA_PUBKEY")]
+    pub pubkey: PathBuf,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// The bundle (`.tar.zst`).
+    pub file: PathBuf,
+    /// Verify the whole bundle with this public key before listing it. Without it the listing is
+    /// read from the index as is, unverified.
+    #[arg(long)]
+    pub pubkey: Option<PathBuf>,
+    /// Print the index and totals as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Prints `error: ...` then one `caused by: ...` line per underlying cause.
+pub fn report_error(err: &anyhow::Error) {
+    let mut chain = err.chain();
+    if let Some(top) = chain.next() {
+        eprintln!("error: {top}");
+    }
+    for cause in chain {
+        eprintln!("caused by: {cause}");
+    }
+}
+
+pub fn main() -> ExitCode {
+    // clap prints usage errors itself and exits with 2; --help/--version exit 0.
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Verify(args) => commands::verify::run(&args),
+        Command::Inspect(args) => commands::inspect::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            report_error(&err);
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,4 @@
+//! One module per `ilha` subcommand.
+
+pub mod inspect;
+pub mod verify;
