@@ -1,0 +1,301 @@
+//! Binaries and files: HTTP downloads (reqwest, rustls) hashed while streaming, or local files.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use ilha_format::Sha256;
+use ilha_format::digest::Sha256Hasher;
+use ilha_format::index::blob_path;
+use indicatif::ProgressBar;
+use tokio::io::AsyncWriteExt;
+
+use crate::error::{Error, Result, chain};
+use crate::layout::Staging;
+use crate::manifest::{ArtifactOrigin, ArtifactSpec, Checksum};
+
+/// Whether an artifact is a binary (mode 0755) or a data file (0644).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArtifactKind {
+    Binary,
+    File,
+}
+
+impl ArtifactKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            ArtifactKind::Binary => "binary",
+            ArtifactKind::File => "file",
+        }
+    }
+}
+
+/// What was stored for one artifact.
+#[derive(Debug, Clone)]
+pub struct StoredArtifact {
+    pub kind: ArtifactKind,
+    pub name: String,
+    pub source: String,
+    /// The size is read from staging once every task is done (a duplicate does not know it).
+    pub sha256: Sha256,
+}
+
+pub struct Downloader {
+    http: reqwest::Client,
+}
+
+impl Downloader {
+    pub fn new() -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(15))
+            .read_timeout(Duration::from_secs(120))
+            .user_agent(concat!("ilha-bundler/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Io {
+                path: "reqwest client".into(),
+                source: std::io::Error::other(chain(&e)),
+            })?;
+        Ok(Downloader { http })
+    }
+
+    /// Fetches (or reads) one artifact into staging and verifies its sha256.
+    pub async fn fetch(
+        &self,
+        kind: ArtifactKind,
+        spec: &ArtifactSpec,
+        staging: &Staging,
+        bar: &ProgressBar,
+    ) -> Result<StoredArtifact> {
+        let fail = |url: &str, message: String| Error::Download {
+            kind: kind.label(),
+            name: spec.name.clone(),
+            location: spec.location.clone(),
+            url: url.to_owned(),
+            message,
+        };
+        let executable = kind == ArtifactKind::Binary;
+        let sha256 = match &spec.origin {
+            ArtifactOrigin::Url { url, checksum } => {
+                let expected = match checksum {
+                    Checksum::Sha256(hex) => hex
+                        .parse::<Sha256>()
+                        .map_err(|e| fail(url, e.to_string()))?,
+                    Checksum::Url(sum_url) => self
+                        .fetch_checksum(sum_url, url)
+                        .await
+                        .map_err(|m| fail(sum_url, m))?,
+                };
+                let path = blob_path(&expected);
+                if !staging.claim(&path) {
+                    // Another entry has the very same content: it is downloaded and checked once.
+                    if executable {
+                        staging.mark_executable(&path);
+                    }
+                    return Ok(self.stored(kind, spec, expected));
+                }
+                let (found, size, tmp) = self
+                    .download(url, staging, bar)
+                    .await
+                    .map_err(|m| fail(url, m))?;
+                if found != expected {
+                    return Err(Error::DigestMismatch {
+                        what: format!("{} {}", kind.label(), spec.name),
+                        location: spec.location.clone(),
+                        url: url.clone(),
+                        expected: expected.to_string(),
+                        found: found.to_string(),
+                    });
+                }
+                staging.commit(&tmp, &path, found, size, executable)?;
+                found
+            }
+            ArtifactOrigin::Local {
+                written,
+                path: local,
+                sha256,
+            } => {
+                let tmp = staging.tmp_path();
+                // Copy first, hash the copy: what is packed is exactly what was checked.
+                let size = tokio::fs::copy(local, &tmp)
+                    .await
+                    .map_err(|e| fail(written, format!("cannot read {}: {e}", local.display())))?;
+                let tmp_clone = tmp.clone();
+                let (found, hashed) = tokio::task::spawn_blocking(move || {
+                    ilha_format::digest::sha256_file(&tmp_clone)
+                })
+                .await
+                .expect("hashing task")
+                .map_err(|e| Error::io(&tmp, e))?;
+                if hashed != size {
+                    return Err(fail(
+                        written,
+                        format!("{} changed while being read", local.display()),
+                    ));
+                }
+                if let Some(hex) = sha256
+                    && *hex != found.to_string()
+                {
+                    return Err(Error::DigestMismatch {
+                        what: format!("{} {}", kind.label(), spec.name),
+                        location: spec.location.clone(),
+                        url: written.clone(),
+                        expected: hex.clone(),
+                        found: found.to_string(),
+                    });
+                }
+                bar.inc(size);
+                let path = blob_path(&found);
+                if staging.claim(&path) {
+                    staging.commit(&tmp, &path, found, size, executable)?;
+                } else {
+                    let _ = std::fs::remove_file(&tmp);
+                    if executable {
+                        staging.mark_executable(&path);
+                    }
+                }
+                found
+            }
+        };
+        Ok(self.stored(kind, spec, sha256))
+    }
+
+    fn stored(&self, kind: ArtifactKind, spec: &ArtifactSpec, sha256: Sha256) -> StoredArtifact {
+        StoredArtifact {
+            kind,
+            name: spec.name.clone(),
+            source: spec.origin.source_text().to_owned(),
+            sha256,
+        }
+    }
+
+    /// Streams `url` into a staging temp file; returns (sha256, size, temp path).
+    async fn download(
+        &self,
+        url: &str,
+        staging: &Staging,
+        bar: &ProgressBar,
+    ) -> std::result::Result<(Sha256, u64, std::path::PathBuf), String> {
+        let response = self.http.get(url).send().await.map_err(|e| chain(&e))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("HTTP {status}"));
+        }
+        let declared = response.content_length();
+        if let Some(n) = declared {
+            bar.inc_length(n);
+        }
+        let tmp = staging.tmp_path();
+        let file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
+        let mut hasher = Sha256Hasher::new();
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| format!("reading the body: {}", chain(&e)))?;
+            hasher.update(&chunk);
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| format!("{}: {e}", tmp.display()))?;
+            bar.inc(chunk.len() as u64);
+        }
+        out.flush()
+            .await
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let (sha, size) = hasher.finish_with_size();
+        if let Some(n) = declared
+            && n != size
+        {
+            return Err(format!("truncated: got {size} of {n} bytes"));
+        }
+        Ok((sha, size, tmp))
+    }
+
+    /// Fetches a checksum file and returns the digest for `artifact_url`'s basename.
+    async fn fetch_checksum(
+        &self,
+        sum_url: &str,
+        artifact_url: &str,
+    ) -> std::result::Result<Sha256, String> {
+        let response = self.http.get(sum_url).send().await.map_err(|e| chain(&e))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("HTTP {status}"));
+        }
+        let text = response.text().await.map_err(|e| chain(&e))?;
+        parse_checksum_file(&text, basename(artifact_url))
+    }
+}
+
+fn basename(url: &str) -> &str {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Upstream checksum files are either a bare `<hex>` or `sha256sum` lines `<hex>  <name>`
+/// (`*<name>` in binary mode, sometimes with a directory prefix).
+pub fn parse_checksum_file(text: &str, file_name: &str) -> std::result::Result<Sha256, String> {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    if let [only] = lines.as_slice()
+        && !only.contains(char::is_whitespace)
+    {
+        return only
+            .to_ascii_lowercase()
+            .parse::<Sha256>()
+            .map_err(|e| format!("checksum file: {e}"));
+    }
+    for line in &lines {
+        let mut parts = line.splitn(2, char::is_whitespace);
+        let (Some(hex), Some(name)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let name = name.trim().trim_start_matches('*');
+        let name = name.rsplit('/').next().unwrap_or(name);
+        if name == file_name {
+            return hex
+                .to_ascii_lowercase()
+                .parse::<Sha256>()
+                .map_err(|e| format!("checksum file, line for {file_name}: {e}"));
+        }
+    }
+    Err(format!("checksum file has no line for {file_name:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEX: &str = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
+
+    #[test]
+    fn checksum_file_forms() {
+        assert_eq!(
+            parse_checksum_file(&format!("{HEX}\n"), "x")
+                .unwrap()
+                .to_string(),
+            HEX
+        );
+        let multi = format!("{}  other\n{HEX}  kubelet\n", "0".repeat(64));
+        assert_eq!(
+            parse_checksum_file(&multi, "kubelet").unwrap().to_string(),
+            HEX
+        );
+        let binary_mode = format!("{HEX} *bin/kubelet\n");
+        assert_eq!(
+            parse_checksum_file(&binary_mode, "kubelet")
+                .unwrap()
+                .to_string(),
+            HEX
+        );
+        assert!(parse_checksum_file(&multi, "kubectl").is_err());
+        assert!(parse_checksum_file("nothex\n", "x").is_err());
+    }
+
+    #[test]
+    fn basename_of_url() {
+        assert_eq!(basename("http://h/a/b/kubelet?x=1"), "kubelet");
+    }
+}

@@ -1,0 +1,13 @@
+//! `ilha-bundler`: turns a manifest into one signed, content-addressed bundle.
+
+pub mod build;
+pub mod cli;
+pub mod download;
+pub mod error;
+pub mod layout;
+pub mod manifest;
+pub mod progress;
+pub mod registry;
+
+pub use build::{BuildOptions, BuildSummary, build};
+pub use error::Error;

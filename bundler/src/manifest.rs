@@ -1,0 +1,577 @@
+//! The bundle manifest (YAML): parsing with source locations, then validation.
+//!
+//! The schema is documented in `docs/manifest.md`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use oci_client::Reference;
+use serde::Deserialize;
+use serde::de::{self, MapAccess, Visitor};
+use serde_saphyr::Spanned;
+
+/// A manifest problem; the `Display` form always starts with `FILE:LINE:COL:` or `FILE:`.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{column}: {message}")]
+    Syntax {
+        file: String,
+        line: u64,
+        column: u64,
+        message: String,
+    },
+    #[error("{file}: {message}")]
+    SyntaxNoLocation { file: String, message: String },
+    #[error("{file}:{line}:{column}: {what}: {message}")]
+    Invalid {
+        file: String,
+        line: u64,
+        column: u64,
+        what: String,
+        message: String,
+    },
+}
+
+/// `os/arch[/variant]`, as in OCI image indexes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl Default for Platform {
+    fn default() -> Self {
+        Platform {
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            variant: None,
+        }
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(variant) = &self.variant {
+            write!(f, "/{variant}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for Platform {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let valid_part = |p: &str| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        };
+        if !(2..=3).contains(&parts.len()) || !parts.iter().all(|p| valid_part(p)) {
+            return Err(format!(
+                "bad platform {s:?}: expected os/arch[/variant], e.g. linux/amd64"
+            ));
+        }
+        Ok(Platform {
+            os: parts[0].into(),
+            architecture: parts[1].into(),
+            variant: parts.get(2).map(|v| v.to_string()),
+        })
+    }
+}
+
+/// A validated manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The manifest file, as given on the command line.
+    pub file: PathBuf,
+    pub name: String,
+    pub version: String,
+    pub platform: Platform,
+    pub images: Vec<ImageSpec>,
+    pub binaries: Vec<ArtifactSpec>,
+    pub files: Vec<ArtifactSpec>,
+}
+
+/// An image to pull: `name` is what the bundle records (what containerd will see), `source`
+/// where it is pulled from.
+#[derive(Debug, Clone)]
+pub struct ImageSpec {
+    pub name: String,
+    pub source: Reference,
+    /// `file:line:col` of the entry, for error messages.
+    pub location: String,
+}
+
+impl ImageSpec {
+    /// The pull reference as a string (fully qualified).
+    pub fn source_text(&self) -> String {
+        self.source.whole()
+    }
+}
+
+/// A binary or data file.
+#[derive(Debug, Clone)]
+pub struct ArtifactSpec {
+    pub name: String,
+    pub origin: ArtifactOrigin,
+    /// `file:line:col` of the entry, for error messages.
+    pub location: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum ArtifactOrigin {
+    Url {
+        url: String,
+        checksum: Checksum,
+    },
+    /// `written` is the path as written in the manifest; `path` is resolved against the
+    /// manifest's directory.
+    Local {
+        written: String,
+        path: PathBuf,
+        sha256: Option<String>,
+    },
+}
+
+impl ArtifactOrigin {
+    /// The `source` recorded in the index: the url, or the path as written.
+    pub fn source_text(&self) -> &str {
+        match self {
+            ArtifactOrigin::Url { url, .. } => url,
+            ArtifactOrigin::Local { written, .. } => written,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Checksum {
+    /// 64 lowercase hex digits.
+    Sha256(String),
+    /// A checksum file to fetch first.
+    Url(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    name: Spanned<String>,
+    version: String,
+    platform: Option<Spanned<String>>,
+    #[serde(default)]
+    images: Vec<Spanned<RawImage>>,
+    #[serde(default)]
+    binaries: Vec<Spanned<RawArtifact>>,
+    #[serde(default)]
+    files: Vec<Spanned<RawArtifact>>,
+}
+
+/// An image entry: either a bare reference string or `{name, from}`.
+struct RawImage {
+    name: String,
+    from: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImageMap {
+    name: String,
+    from: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawImage {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ImageVisitor;
+        impl<'de> Visitor<'de> for ImageVisitor {
+            type Value = RawImage;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an image reference or a map with `name` and optional `from`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawImage, E> {
+                Ok(RawImage {
+                    name: v.to_owned(),
+                    from: None,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawImage, A::Error> {
+                let raw = RawImageMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawImage {
+                    name: raw.name,
+                    from: raw.from,
+                })
+            }
+        }
+        deserializer.deserialize_any(ImageVisitor)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawArtifact {
+    name: String,
+    url: Option<String>,
+    path: Option<String>,
+    sha256: Option<String>,
+    sha256_url: Option<String>,
+}
+
+/// Reads and validates the manifest at `file`.
+pub fn load(file: &Path) -> Result<Manifest, ManifestError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ManifestError::Read {
+        file: file.display().to_string(),
+        source,
+    })?;
+    parse(file, &text)
+}
+
+/// Parses and validates manifest `text`; `file` names it in errors and anchors relative paths.
+pub fn parse(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
+    let file_name = file.display().to_string();
+    let raw: RawManifest = serde_saphyr::from_str(text).map_err(|err| {
+        let options = serde_saphyr::render_options! {
+            snippets: serde_saphyr::SnippetMode::Off,
+        };
+        let message = err.render_with_options(options);
+        match err.location() {
+            Some(loc) if loc.line() > 0 => ManifestError::Syntax {
+                file: file_name.clone(),
+                line: loc.line(),
+                column: loc.column(),
+                message: strip_location_suffix(&message),
+            },
+            _ => ManifestError::SyntaxNoLocation {
+                file: file_name.clone(),
+                message,
+            },
+        }
+    })?;
+    let base_dir = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    validate(raw, &file_name, base_dir)
+}
+
+/// serde-saphyr's plain message may end with its own "at line X column Y"; we print the location
+/// up front instead.
+fn strip_location_suffix(message: &str) -> String {
+    let trimmed = message.trim();
+    match trimmed.rfind(" at line ") {
+        Some(idx) => trimmed[..idx].to_string(),
+        None => trimmed.to_string(),
+    }
+}
+
+fn validate(raw: RawManifest, file: &str, base_dir: &Path) -> Result<Manifest, ManifestError> {
+    let invalid =
+        |span: &serde_saphyr::Location, what: &str, message: String| ManifestError::Invalid {
+            file: file.to_string(),
+            line: span.line(),
+            column: span.column(),
+            what: what.to_string(),
+            message,
+        };
+    let at = |span: &serde_saphyr::Location| format!("{file}:{}:{}", span.line(), span.column());
+
+    let name = raw.name.value.clone();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(invalid(
+            &raw.name.referenced,
+            "name",
+            format!("bad bundle name {name:?}: use [a-z0-9-]+"),
+        ));
+    }
+    if raw.version.is_empty()
+        || raw
+            .version
+            .chars()
+            .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+    {
+        return Err(ManifestError::SyntaxNoLocation {
+            file: file.to_string(),
+            message: format!(
+                "bad version {:?}: must be non-empty, without blanks or '/'",
+                raw.version
+            ),
+        });
+    }
+    let platform = match &raw.platform {
+        None => Platform::default(),
+        Some(p) => p
+            .value
+            .parse()
+            .map_err(|msg| invalid(&p.referenced, "platform", msg))?,
+    };
+
+    let mut images = Vec::new();
+    let mut seen_images: HashMap<String, String> = HashMap::new();
+    for entry in &raw.images {
+        let loc = &entry.referenced;
+        let what = format!("image {}", entry.value.name);
+        let name_ref = parse_reference(&entry.value.name)
+            .map_err(|msg| invalid(loc, &what, format!("bad reference: {msg}")))?;
+        let source = match &entry.value.from {
+            None => name_ref.clone(),
+            Some(from) => parse_reference(from)
+                .map_err(|msg| invalid(loc, &what, format!("bad `from` reference: {msg}")))?,
+        };
+        let name = name_ref.whole();
+        if let Some(previous) = seen_images.insert(name.clone(), at(loc)) {
+            return Err(invalid(
+                loc,
+                &what,
+                format!("duplicate image name {name} (first at {previous})"),
+            ));
+        }
+        images.push(ImageSpec {
+            name,
+            source,
+            location: at(loc),
+        });
+    }
+
+    let binaries = validate_artifacts(&raw.binaries, "binary", file, base_dir)?;
+    let files = validate_artifacts(&raw.files, "file", file, base_dir)?;
+
+    Ok(Manifest {
+        file: PathBuf::from(file),
+        name,
+        version: raw.version,
+        platform,
+        images,
+        binaries,
+        files,
+    })
+}
+
+fn validate_artifacts(
+    entries: &[Spanned<RawArtifact>],
+    kind: &str,
+    file: &str,
+    base_dir: &Path,
+) -> Result<Vec<ArtifactSpec>, ManifestError> {
+    let mut out = Vec::new();
+    let mut seen: HashMap<&str, String> = HashMap::new();
+    for entry in entries {
+        let loc = &entry.referenced;
+        let location = format!("{file}:{}:{}", loc.line(), loc.column());
+        let raw = &entry.value;
+        let what = format!("{kind} {}", raw.name);
+        let invalid = |message: String| ManifestError::Invalid {
+            file: file.to_string(),
+            line: loc.line(),
+            column: loc.column(),
+            what: what.clone(),
+            message,
+        };
+        if !valid_artifact_name(&raw.name) {
+            return Err(invalid(format!(
+                "bad name {:?}: use [A-Za-z0-9._-]+, not . or ..",
+                raw.name
+            )));
+        }
+        if let Some(previous) = seen.insert(&raw.name, location.clone()) {
+            return Err(invalid(format!(
+                "duplicate {kind} name {} (first at {previous})",
+                raw.name
+            )));
+        }
+        if let Some(hex) = &raw.sha256 {
+            check_hex(hex).map_err(&invalid)?;
+        }
+        let origin = match (&raw.url, &raw.path) {
+            (Some(_), Some(_)) => {
+                return Err(invalid("give either `url` or `path`, not both".into()));
+            }
+            (None, None) => return Err(invalid("give `url` or `path`".into())),
+            (Some(url), None) => {
+                check_url(url).map_err(&invalid)?;
+                let checksum = match (&raw.sha256, &raw.sha256_url) {
+                    (Some(hex), None) => Checksum::Sha256(hex.clone()),
+                    (None, Some(sum_url)) => {
+                        check_url(sum_url).map_err(&invalid)?;
+                        Checksum::Url(sum_url.clone())
+                    }
+                    (Some(_), Some(_)) => {
+                        return Err(invalid(
+                            "give exactly one of `sha256` / `sha256_url`, not both".into(),
+                        ));
+                    }
+                    (None, None) => {
+                        return Err(invalid(
+                            "a `url` needs exactly one of `sha256` / `sha256_url`".into(),
+                        ));
+                    }
+                };
+                ArtifactOrigin::Url {
+                    url: url.clone(),
+                    checksum,
+                }
+            }
+            (None, Some(path)) => {
+                if raw.sha256_url.is_some() {
+                    return Err(invalid(
+                        "`sha256_url` only goes with `url`; a local `path` takes an optional `sha256`"
+                            .into(),
+                    ));
+                }
+                ArtifactOrigin::Local {
+                    written: path.clone(),
+                    path: base_dir.join(path),
+                    sha256: raw.sha256.clone(),
+                }
+            }
+        };
+        out.push(ArtifactSpec {
+            name: raw.name.clone(),
+            origin,
+            location,
+        });
+    }
+    Ok(out)
+}
+
+fn parse_reference(text: &str) -> Result<Reference, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty reference".into());
+    }
+    text.parse::<Reference>()
+        .map_err(|e| format!("{text:?}: {e}"))
+}
+
+fn valid_artifact_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn check_hex(hex: &str) -> Result<(), String> {
+    if hex.len() == 64 && hex.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')) {
+        Ok(())
+    } else {
+        Err(format!(
+            "bad sha256 {hex:?}: expected 64 lowercase hex digits"
+        ))
+    }
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        Ok(())
+    } else {
+        Err(format!("bad url {url:?}: expected http:// or https://"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Manifest, ManifestError> {
+        parse(Path::new("m.yaml"), text)
+    }
+
+    #[test]
+    fn full_manifest_parses() {
+        let m = parse_str(
+            "name: lab\nversion: 1.0\nplatform: linux/arm64/v8\nimages:\n  - busybox:1.36\n  - name: registry.k8s.io/pause:3.2\n    from: 127.0.0.1:5000/k8s/pause:3.2\nbinaries:\n  - name: kubelet\n    url: http://127.0.0.1/kubelet\n    sha256_url: http://127.0.0.1/kubelet.sha256\nfiles:\n  - name: notes.txt\n    path: notes.txt\n",
+        )
+        .unwrap();
+        assert_eq!(m.platform.to_string(), "linux/arm64/v8");
+        assert_eq!(m.images[0].name, "docker.io/library/busybox:1.36");
+        assert_eq!(m.images[1].name, "registry.k8s.io/pause:3.2");
+        assert_eq!(m.images[1].source_text(), "127.0.0.1:5000/k8s/pause:3.2");
+        assert!(matches!(
+            m.binaries[0].origin,
+            ArtifactOrigin::Url {
+                checksum: Checksum::Url(_),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn unknown_key_names_line() {
+        let err = parse_str("name: lab\nversion: '1'\nbinaries:\n  - name: a\n    urll: x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("m.yaml:5:"), "{err}");
+        assert!(err.contains("urll"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_in_image_map_names_line() {
+        let err = parse_str("name: lab\nversion: '1'\nimages:\n  - name: a:1\n    form: b:1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("m.yaml:5:"), "{err}");
+        assert!(err.contains("form"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_and_checksum_errors() {
+        let err = parse_str(
+            "name: lab\nversion: '1'\nfiles:\n  - {name: a, path: x}\n  - {name: a, path: y}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("m.yaml:5:") && err.contains("duplicate"),
+            "{err}"
+        );
+        let err =
+            parse_str("name: lab\nversion: '1'\nbinaries:\n  - {name: a, url: 'http://x/a'}\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("binary a") && err.contains("sha256"), "{err}");
+        let err = parse_str(
+            "name: lab\nversion: '1'\nbinaries:\n  - {name: a, url: 'http://x/a', sha256: abc}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("bad sha256"), "{err}");
+    }
+
+    #[test]
+    fn bad_names_rejected() {
+        assert!(parse_str("name: Lab\nversion: '1'\n").is_err());
+        assert!(parse_str("name: lab\nversion: '1'\nfiles:\n  - {name: '..', path: x}\n").is_err());
+        assert!(parse_str("name: lab\nversion: '1'\nimages:\n  - 'UPPER/Case:x'\n").is_err());
+    }
+}
+
+#[cfg(test)]
+mod shipped_manifests {
+    use std::path::Path;
+
+    /// The manifests in the repository must stay valid for this parser.
+    #[test]
+    fn repository_manifests_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let example = super::load(&root.join("manifests/example.yaml")).unwrap();
+        assert_eq!(example.images.len(), 3);
+        assert_eq!(example.binaries.len(), 2);
+        let lab = root.join("manifests/lab.yaml");
+        if lab.exists() {
+            let lab = super::load(&lab).unwrap();
+            assert_eq!(lab.images[0].name, "k8s.gcr.io/pause:3.2");
+        }
+    }
+}
