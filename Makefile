@@ -7,11 +7,11 @@ CARGO ?= cargo
 
 # Debian packages the build, the tests and the lab need. `deps` installs only what is missing.
 DEBIAN_PACKAGES := \
-	build-essential ca-certificates curl jq rsync zstd openssl \
-	systemd-container debootstrap iproute2 iptables openssh-client openssh-server \
+	build-essential make gcc libc6-dev patch binutils xz-utils ca-certificates jq rsync zstd \
+	openssl procps python3 \
+	systemd-container debootstrap iproute2 iptables openssh-client \
 	docker-registry skopeo minisign \
-	dpkg-dev golang-go golang-github-modern-go-reflect2-dev busybox-static \
-	etcd-server etcd-client containerd runc containernetworking-plugins
+	dpkg-dev golang-go golang-github-modern-go-reflect2-dev
 
 BUNDLE := bundles/lab.tar.zst
 KEYDIR := bundles/keys

@@ -1,8 +1,10 @@
-//! `cargo bench -p ilha-format --bench verify`: packs ~300 MB once, then times `verify` against
-//! `openssl dgst -sha256` on the same file (3 runs each, medians). Target: ratio ≤ 1.25.
+//! `cargo bench -p ilha-format --bench verify`: packs ~300 MB once, then times `verify` (default:
+//! key id of `FILE.minisig` only, and `--file-signature`: full whole-file check) against
+//! `openssl dgst -sha256` on the same file (interleaved runs, medians). Target: ratio ≤ 1.25.
 //!
-//! Knobs (env): ILHA_BENCH_MB (default 300), ILHA_BENCH_DIR (default: a temp dir under /var/tmp,
-//! i.e. disk rather than a RAM-backed /tmp).
+//! Knobs (env): ILHA_BENCH_MB (default 300), ILHA_BENCH_RUNS (default 5), ILHA_BENCH_DIR
+//! (default: a temp dir under /var/tmp, i.e. disk rather than a RAM-backed /tmp), ILHA_BENCH_KEEP
+//! (set: keep the bundle and `ilha.pub` for runs of `ilha verify` by hand).
 
 use std::fs;
 use std::path::Path;
@@ -10,7 +12,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ilha_format::index::blob_path;
-use ilha_format::{ArtifactRecord, Index, KeyPair, NoProgress, PackSource, Sha256, pack, verify};
+use ilha_format::verify::{FileSignatureCheck, verify_with};
+use ilha_format::{ArtifactRecord, Index, KeyPair, NoProgress, PackSource, Sha256, pack};
 
 fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -156,82 +159,76 @@ fn main() {
         }
     }
 
-    // Warm the page cache identically for both tools.
+    // Warm the page cache identically for every tool.
     let _ = time_cmd("cat", &[], &bundle);
-    let mut verify_times = Vec::new();
-    let mut openssl_times = Vec::new();
-    let (mut verify_cpu, mut openssl_cpu) = (0.0, 0.0);
-    for _ in 0..3 {
-        let (own0, _) = cpu_seconds();
-        let start = Instant::now();
-        let v = verify(&bundle, &keys.public).unwrap();
-        verify_times.push(start.elapsed());
-        verify_cpu += cpu_seconds().0 - own0;
-        assert_eq!(v.index.entries.len() as u64, n);
+    let runs: usize = std::env::var("ILHA_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let (mut fast, mut full, mut openssl) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut fast_cpu, mut full_cpu, mut openssl_cpu) = (0.0, 0.0, 0.0);
+    let mut loads = Vec::new();
+    // Interleaved, so that a burst of load from other builds hits every tool alike.
+    for _ in 0..runs {
+        loads.push(load_average());
         let (_, children0) = cpu_seconds();
-        openssl_times.push(time_cmd("openssl", &["dgst", "-sha256"], &bundle));
+        openssl.push(time_cmd("openssl", &["dgst", "-sha256"], &bundle));
         openssl_cpu += cpu_seconds().1 - children0;
+        for (check, times, cpu) in [
+            (FileSignatureCheck::KeyIdOnly, &mut fast, &mut fast_cpu),
+            (FileSignatureCheck::Full, &mut full, &mut full_cpu),
+        ] {
+            let (own0, _) = cpu_seconds();
+            let start = Instant::now();
+            let v = verify_with(&bundle, &keys.public, check).unwrap();
+            times.push(start.elapsed());
+            *cpu += cpu_seconds().0 - own0;
+            assert_eq!(v.index.entries.len() as u64, n);
+        }
     }
-    let sha256sum = median(
-        (0..3)
-            .map(|_| time_cmd("sha256sum", &[], &bundle))
-            .collect(),
-    );
-
-    // Same verify without the detached signature: shows what its BLAKE2b pass costs.
-    let sig = dir.path().join("bench.tar.zst.minisig");
-    let aside = dir.path().join("aside.minisig");
-    fs::rename(&sig, &aside).unwrap();
-    let embedded_only = median(
-        (0..3)
-            .map(|_| {
-                let start = Instant::now();
-                verify(&bundle, &keys.public).unwrap();
-                start.elapsed()
-            })
-            .collect(),
-    );
-    fs::rename(&aside, &sig).unwrap();
     components(&bundle);
-    let v = median(verify_times);
-    let o = median(openssl_times);
+    if std::env::var_os("ILHA_BENCH_KEEP").is_some() {
+        fs::write(dir.path().join("ilha.pub"), keys.public.to_file_text()).unwrap();
+        println!("kept: {}", dir.keep().display());
+    }
+    let o = median(openssl);
     let mb = report.bundle_bytes as f64 / 1e6;
     println!(
-        "bundle file: {:.1} MB compressed, {:.1} MB content",
+        "bundle file: {:.1} MB compressed, {:.1} MB content; {runs} interleaved runs, medians",
         mb,
         report.content_bytes as f64 / 1e6
     );
     println!(
-        "verify (incl. FILE.minisig): median {:.3} s",
-        v.as_secs_f64()
-    );
-    println!(
-        "openssl dgst -sha256:        median {:.3} s ({:.0} MB/s)",
+        "openssl dgst -sha256:                 {:.3} s ({:.0} MB/s), cpu {:.2} s",
         o.as_secs_f64(),
-        mb / o.as_secs_f64()
+        mb / o.as_secs_f64(),
+        openssl_cpu / runs as f64
     );
+    for (label, times, cpu) in [
+        ("verify (default, key id of .minisig)", fast, fast_cpu),
+        ("verify --file-signature (full)      ", full, full_cpu),
+    ] {
+        let t = median(times);
+        println!(
+            "{label}  {:.3} s, cpu {:.2} s, ratio {:.2} (target <= 1.25)",
+            t.as_secs_f64(),
+            cpu / runs as f64,
+            t.as_secs_f64() / o.as_secs_f64()
+        );
+    }
     println!(
-        "verify (embedded sig only):  median {:.3} s",
-        embedded_only.as_secs_f64()
+        "load average (1 min) at the start of each run: {}",
+        loads.join(" ")
     );
-    println!(
-        "sha256sum (reference):       median {:.3} s",
-        sha256sum.as_secs_f64()
-    );
-    println!(
-        "cpu per run: verify {:.2} s, openssl {:.2} s",
-        verify_cpu / 3.0,
-        openssl_cpu / 3.0
-    );
-    let load = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "load average during the run: {}",
-        load.split(' ').next().unwrap_or("?")
-    );
-    println!(
-        "ratio verify / openssl: {:.2} (target <= 1.25)",
-        v.as_secs_f64() / o.as_secs_f64()
-    );
+}
+
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split(' ')
+        .next()
+        .unwrap_or("?")
+        .to_owned()
 }
 
 /// Single-threaded cost of each stage, for the record.

@@ -12,8 +12,11 @@
 //!    bigger than declared is refused here). Then its data is hashed and compared.
 //! 4. After the end-of-archive marker only zero padding may follow, and the compressed stream must
 //!    end cleanly (a cut file is reported as truncated).
-//! 5. The whole-file signature needs the last byte, so its BLAKE2b prehash is computed in the same
-//!    single pass (on the decoder thread) and checked last.
+//! 5. With [`FileSignatureCheck::Full`] the whole-file signature is verified too. It needs the last
+//!    byte, so its BLAKE2b prehash is computed in the same single pass (on a reader thread of its
+//!    own) and checked last. With [`FileSignatureCheck::KeyIdOnly`] that pass is skipped: the
+//!    embedded index signature and every entry's digest already bind every byte that matters, and
+//!    BLAKE2b over the whole file costs as much as all the SHA-256 work.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -33,11 +36,27 @@ const MAX_INDEX_BYTES: u64 = 64 << 20;
 const MAX_SIG_BYTES: u64 = 4096;
 const HASH_SLICE: usize = 1 << 20;
 
-/// Whether the detached `FILE.minisig` was checked.
+/// How much of the detached `FILE.minisig` (when present) to check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileSignatureCheck {
+    /// Everything `minisign -Vm FILE -p PUB` checks: BLAKE2b-512 over the whole file, the signature,
+    /// the trusted-comment signature, then the trusted comment against the index.
+    Full,
+    /// Key id, and trusted comment against the index (a consistency check, not authenticated without
+    /// the full check). No pass over the raw file: the embedded index signature and the entries'
+    /// digests already bind the content. What `ilha verify` does by default.
+    KeyIdOnly,
+}
+
+/// What was found about the detached `FILE.minisig`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FileSignature {
+    /// Fully verified over every byte of the file ([`FileSignatureCheck::Full`]).
     Verified,
+    /// Present, made by the same key and naming the same bundle; not recomputed
+    /// ([`FileSignatureCheck::KeyIdOnly`]).
+    SameKey,
     /// No `FILE.minisig` next to the bundle: only the embedded index signature vouches for it.
     Absent,
 }
@@ -72,6 +91,7 @@ impl VerifiedIndex {
             i.files.len(),
             match self.file_signature {
                 FileSignature::Verified => "ok",
+                FileSignature::SameKey => "same key (not recomputed)",
                 FileSignature::Absent => "absent",
             },
             self.elapsed.as_secs_f64()
@@ -102,15 +122,36 @@ trait Sink {
 struct Discard;
 impl Sink for Discard {}
 
-/// Streams the whole bundle and checks everything (see the module docs for the order).
+/// Streams the whole bundle and checks everything (see the module docs for the order), including
+/// the whole-file signature when `FILE.minisig` exists ([`FileSignatureCheck::Full`]).
 pub fn verify(bundle: &Path, pubkey: &PublicKey) -> Result<VerifiedIndex> {
-    run(bundle, pubkey, &mut Discard).map_err(|e| e.in_bundle(bundle))
+    verify_with(bundle, pubkey, FileSignatureCheck::Full)
+}
+
+/// [`verify`], choosing how much of `FILE.minisig` to check.
+pub fn verify_with(
+    bundle: &Path,
+    pubkey: &PublicKey,
+    file_check: FileSignatureCheck,
+) -> Result<VerifiedIndex> {
+    run(bundle, pubkey, file_check, &mut Discard).map_err(|e| e.in_bundle(bundle))
 }
 
 /// Verifies and extracts into `dest_dir`, which must not exist yet. Files are written into a fresh
 /// temporary directory next to `dest_dir` and renamed into place only when every check passed; on
-/// any error nothing is left behind. The index and its signature are extracted too.
+/// any error nothing is left behind. The index and its signature are extracted too. Checks
+/// `FILE.minisig` fully, like [`verify`].
 pub fn extract(bundle: &Path, pubkey: &PublicKey, dest_dir: &Path) -> Result<VerifiedIndex> {
+    extract_with(bundle, pubkey, dest_dir, FileSignatureCheck::Full)
+}
+
+/// [`extract`], choosing how much of `FILE.minisig` to check.
+pub fn extract_with(
+    bundle: &Path,
+    pubkey: &PublicKey,
+    dest_dir: &Path,
+    file_check: FileSignatureCheck,
+) -> Result<VerifiedIndex> {
     let result = (|| {
         if dest_dir.exists() {
             return Err(Error::io(
@@ -131,7 +172,7 @@ pub fn extract(bundle: &Path, pubkey: &PublicKey, dest_dir: &Path) -> Result<Ver
             file: None,
             current: PathBuf::new(),
         };
-        let verified = run(bundle, pubkey, &mut sink)?;
+        let verified = run(bundle, pubkey, file_check, &mut sink)?;
         let tmp_path = tmp.keep();
         if let Err(e) = fs::rename(&tmp_path, dest_dir) {
             let _ = fs::remove_dir_all(&tmp_path);
@@ -211,7 +252,12 @@ fn read_special(
     Ok(data)
 }
 
-fn run(bundle: &Path, pubkey: &PublicKey, sink: &mut dyn Sink) -> Result<VerifiedIndex> {
+fn run(
+    bundle: &Path,
+    pubkey: &PublicKey,
+    file_check: FileSignatureCheck,
+    sink: &mut dyn Sink,
+) -> Result<VerifiedIndex> {
     let started = Instant::now();
     let sig_path = sig_path_for(bundle);
     let file_sig = match sig_path.try_exists() {
@@ -224,7 +270,8 @@ fn run(bundle: &Path, pubkey: &PublicKey, sink: &mut dyn Sink) -> Result<Verifie
         Err(e) => return Err(Error::io(&sig_path, e)),
     };
     let file = File::open(bundle).map_err(|e| Error::io(bundle, e))?;
-    let mut stream = TarStream::open(file, file_sig.is_some())?;
+    let full_file_check = file_sig.is_some() && file_check == FileSignatureCheck::Full;
+    let mut stream = TarStream::open(file, full_file_check)?;
 
     let index_bytes = read_special(&mut stream, 0, INDEX_PATH, MAX_INDEX_BYTES)?;
     let sig_bytes = read_special(&mut stream, 1, INDEX_SIG_PATH, MAX_SIG_BYTES)?;
@@ -252,22 +299,21 @@ fn run(bundle: &Path, pubkey: &PublicKey, sink: &mut dyn Sink) -> Result<Verifie
     let raw = stream.finish()?;
 
     let file_signature = match (&file_sig, raw.prehash) {
-        (Some(sig), Some(prehash)) => {
-            let what = sig_path.display().to_string();
-            pubkey.verify_prehashed(&prehash, sig, &what)?;
-            if sig.trusted_comment != index.trusted_comment() {
-                return Err(Error::TrustedCommentMismatch {
-                    what,
-                    expected: index.trusted_comment(),
-                    found: sig.trusted_comment.clone(),
-                });
-            }
+        (Some(sig), Some(prehash)) if full_file_check => {
+            pubkey.verify_prehashed(&prehash, sig, &sig_path.display().to_string())?;
+            check_file_comment(sig, &index, &sig_path)?;
             FileSignature::Verified
         }
-        (Some(_), None) => {
+        (Some(_), None) if full_file_check => {
             return Err(Error::CorruptStream {
                 context: "the whole-file prehash was not computed".into(),
             });
+        }
+        (Some(sig), _) => {
+            // Key id was checked before reading; the comment catches a `.minisig` of another
+            // bundle signed by the same key.
+            check_file_comment(sig, &index, &sig_path)?;
+            FileSignature::SameKey
         }
         (None, _) => FileSignature::Absent,
     };
@@ -280,6 +326,17 @@ fn run(bundle: &Path, pubkey: &PublicKey, sink: &mut dyn Sink) -> Result<Verifie
         file_signature,
         elapsed: started.elapsed(),
     })
+}
+
+fn check_file_comment(sig: &Signature, index: &Index, sig_path: &Path) -> Result<()> {
+    if sig.trusted_comment != index.trusted_comment() {
+        return Err(Error::TrustedCommentMismatch {
+            what: sig_path.display().to_string(),
+            expected: index.trusted_comment(),
+            found: sig.trusted_comment.clone(),
+        });
+    }
+    Ok(())
 }
 
 fn check_entries(stream: &mut TarStream, index: &Index, sink: &mut dyn Sink) -> Result<()> {

@@ -30,15 +30,22 @@ pub enum Command {
     Verify(VerifyArgs),
     /// List what a bundle contains (images, binaries, files, sizes).
     Inspect(InspectArgs),
+    /// Read an inventory (Kubespray INI or YAML) and show its hosts and roles.
+    Inventory(commands::inventory::InventoryArgs),
 }
 
 #[derive(Debug, clap::Args)]
 pub struct VerifyArgs {
-    /// The bundle (`.tar.zst`); `FILE.minisig` next to it is checked too when present.
+    /// The bundle (`.tar.zst`). Every entry is checked against the signed index; `FILE.minisig`
+    /// next to it, when present, must be from the same key and name the same bundle.
     pub file: PathBuf,
     /// The minisign public key (`ilha.pub`) the bundle must be signed with.
     #[arg(long, env = "ILHA_PUBKEY")]
     pub pubkey: PathBuf,
+    /// Also verify the whole-file signature `FILE.minisig` over every byte of the file (one more
+    /// BLAKE2b pass, what `minisign -Vm FILE -p PUB` does); fails when `FILE.minisig` is missing.
+    #[arg(long)]
+    pub file_signature: bool,
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -90,6 +97,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Verify(args) => commands::verify::run(&args),
         Command::Inspect(args) => commands::inspect::run(&args),
+        Command::Inventory(args) => commands::inventory::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

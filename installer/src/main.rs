@@ -1,8 +1,5 @@
-//! `ilha`: the air-gapped side. Everything lives in the modules; see `cli` for the commands.
-
-mod cli;
-mod commands;
+//! `ilha`: the air-gapped side. Everything lives in the library; see `ilha::cli` for the commands.
 
 fn main() -> std::process::ExitCode {
-    cli::main()
+    ilha::cli::main()
 }

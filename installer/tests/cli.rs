@@ -7,6 +7,7 @@ use assert_cmd::Command;
 use ilha_format::index::blob_path;
 use ilha_format::{
     ArtifactRecord, Index, NoProgress, PackSource, Sha256, generate_keypair, load_secret_key, pack,
+    sign_file,
 };
 use predicates::prelude::*;
 
@@ -64,8 +65,18 @@ fn no_ansi() -> impl Predicate<str> {
 #[test]
 fn verify_ok_prints_one_summary_line() {
     let b = bundle();
+    // By default FILE.minisig is only matched (key id, bundle name), not recomputed.
     ilha()
         .args(["verify"])
+        .arg(&b.file)
+        .arg("--pubkey")
+        .arg(&b.pubkey)
+        .assert()
+        .success()
+        .stdout(predicate::str::is_match(r"^ok: bundle lab 1\.2\.3: 2 entries, .* 0 images, 1 binaries, 1 files; index signature ok, file signature same key \(not recomputed\); [0-9.]+ s\n$").unwrap())
+        .stdout(no_ansi());
+    ilha()
+        .args(["verify", "--file-signature"])
         .arg(&b.file)
         .arg("--pubkey")
         .arg(&b.pubkey)
@@ -75,22 +86,114 @@ fn verify_ok_prints_one_summary_line() {
         .stdout(no_ansi());
 }
 
-#[test]
-fn verify_json() {
-    let b = bundle();
+fn verify_json_of(b: &Bundle, extra: &[&str]) -> serde_json::Value {
     let out = ilha()
         .arg("verify")
         .arg(&b.file)
         .arg("--pubkey")
         .arg(&b.pubkey)
         .arg("--json")
+        .args(extra)
         .output()
         .unwrap();
-    assert!(out.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn verify_json() {
+    let b = bundle();
+    let v = verify_json_of(&b, &[]);
     assert_eq!(v["ok"], true);
     assert_eq!(v["entries"], 2);
+    assert_eq!(v["file_signature"], "same_key");
+    let v = verify_json_of(&b, &["--file-signature"]);
+    assert_eq!(v["ok"], true);
     assert_eq!(v["file_signature"], "verified");
+    fs::remove_file(format!("{}.minisig", b.file.display())).unwrap();
+    assert_eq!(verify_json_of(&b, &[])["file_signature"], "absent");
+}
+
+/// Bytes appended as a zstd skippable frame change the file but not one byte of its content: only
+/// the whole-file signature sees them, so only `--file-signature` refuses the file.
+#[test]
+fn file_signature_flag_recomputes_the_whole_file_signature() {
+    let b = bundle();
+    let mut raw = fs::read(&b.file).unwrap();
+    raw.extend_from_slice(&[0x50, 0x2A, 0x4D, 0x18, 4, 0, 0, 0, 1, 2, 3, 4]);
+    fs::write(&b.file, &raw).unwrap();
+    ilha()
+        .arg("verify")
+        .arg(&b.file)
+        .arg("--pubkey")
+        .arg(&b.pubkey)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("file signature same key"));
+    ilha()
+        .args(["verify", "--file-signature"])
+        .arg(&b.file)
+        .arg("--pubkey")
+        .arg(&b.pubkey)
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(predicate::str::contains(
+            "lab.tar.zst.minisig: bad signature",
+        ));
+}
+
+#[test]
+fn file_signature_flag_needs_the_minisig() {
+    let b = bundle();
+    fs::remove_file(format!("{}.minisig", b.file.display())).unwrap();
+    ilha()
+        .args(["verify", "--file-signature"])
+        .arg(&b.file)
+        .arg("--pubkey")
+        .arg(&b.pubkey)
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(predicate::str::contains("--file-signature: "))
+        .stderr(predicate::str::contains(
+            "lab.tar.zst.minisig does not exist",
+        ));
+}
+
+/// Without `--file-signature`, FILE.minisig must still come from the same key and name the same
+/// bundle.
+#[test]
+fn default_verify_still_matches_the_minisig() {
+    let b = bundle();
+    let other = tempfile::tempdir().unwrap();
+    let (other_key, _) = generate_keypair(other.path(), None).unwrap();
+    sign_file(&load_secret_key(&other_key, None).unwrap(), &b.file).unwrap();
+    ilha()
+        .arg("verify")
+        .arg(&b.file)
+        .arg("--pubkey")
+        .arg(&b.pubkey)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "lab.tar.zst.minisig: signed by key",
+        ))
+        .stderr(predicate::str::contains("wrong key?"));
+
+    // Same key, but the trusted comment names something else (`file:lab.tar.zst`).
+    let key = b.dir.path().join("ilha.key");
+    sign_file(&load_secret_key(&key, None).unwrap(), &b.file).unwrap();
+    ilha()
+        .arg("verify")
+        .arg(&b.file)
+        .arg("--pubkey")
+        .arg(&b.pubkey)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            r#"lab.tar.zst.minisig: trusted comment is "file:lab.tar.zst", expected "ilha bundle lab 1.2.3""#,
+        ));
 }
 
 #[test]

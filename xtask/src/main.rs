@@ -2,7 +2,10 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "ilha's lab: real hosts, a registry and Kubernetes binaries")]
+#[command(
+    name = "cargo xtask",
+    about = "ilha's lab: real hosts, a registry and Kubernetes binaries"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,4 +1,5 @@
 //! One module per `ilha` subcommand.
 
 pub mod inspect;
+pub mod inventory;
 pub mod verify;

@@ -1,6 +1,7 @@
-//! `ilha verify FILE --pubkey PUB`.
+//! `ilha verify FILE --pubkey PUB [--file-signature]`.
 
 use anyhow::Context as _;
+use ilha_format::verify::{FileSignatureCheck, verify_with};
 use serde::Serialize;
 
 use crate::cli::VerifyArgs;
@@ -24,7 +25,20 @@ struct VerifyJson<'a> {
 pub fn run(args: &VerifyArgs) -> anyhow::Result<()> {
     let pubkey = ilha_format::load_public_key(&args.pubkey).context("loading the public key")?;
     tracing::debug!(key_id = %pubkey.key_id(), bundle = %args.file.display(), "verifying");
-    let verified = ilha_format::verify(&args.file, &pubkey).context("verification failed")?;
+    let file_check = if args.file_signature {
+        // Asked for explicitly: a missing `FILE.minisig` must not pass silently as "absent".
+        let sig = format!("{}{}", args.file.display(), ilha_format::SIG_SUFFIX);
+        let exists = std::path::Path::new(&sig)
+            .try_exists()
+            .with_context(|| format!("checking for {sig}"))?;
+        anyhow::ensure!(exists, "--file-signature: {sig} does not exist");
+        FileSignatureCheck::Full
+    } else {
+        // The embedded index signature plus every entry's digest bind the content; the whole-file
+        // BLAKE2b pass would cost as much again.
+        FileSignatureCheck::KeyIdOnly
+    };
+    let verified = verify_with(&args.file, &pubkey, file_check).context("verification failed")?;
     if args.json {
         let i = &verified.index;
         let out = VerifyJson {

@@ -1,0 +1,8 @@
+//! `ilha`: the air-gapped side. The binary is a thin wrapper over `cli::main`; each concern has
+//! its own module so later phases (`plan`, `up`) can reuse them.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod inventory;
+pub mod ssh;

@@ -1,0 +1,198 @@
+//! Errors, each naming the host (and command or file) it is about.
+use std::fmt;
+use std::path::PathBuf;
+
+/// Why a host could not be connected to, read from ssh's exit and messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectFailure {
+    /// No route, refused, name not resolved.
+    Unreachable,
+    /// No answer within the connect timeout.
+    TimedOut,
+    /// Not in known_hosts and the policy is Strict.
+    HostKeyUnknown,
+    /// known_hosts holds another key for this host: possible impersonation.
+    HostKeyChanged,
+    /// The host refused every key offered.
+    AuthRefused,
+    /// Anything else ssh complained about (its message follows).
+    Other,
+}
+
+impl ConnectFailure {
+    /// Classifies ssh's stderr; ssh has no machine-readable failure codes (it exits 255 for all).
+    pub fn classify(stderr: &str) -> ConnectFailure {
+        let text = stderr.to_ascii_lowercase();
+        if text.contains("remote host identification has changed")
+            || text.contains("host key for") && text.contains("has changed")
+        {
+            ConnectFailure::HostKeyChanged
+        } else if text.contains("host key is known for")
+            || text.contains("host key verification failed")
+        {
+            ConnectFailure::HostKeyUnknown
+        } else if text.contains("permission denied (") || text.contains("too many authentication") {
+            ConnectFailure::AuthRefused
+        } else if text.contains("timed out") {
+            ConnectFailure::TimedOut
+        } else if text.contains("no route to host")
+            || text.contains("connection refused")
+            || text.contains("network is unreachable")
+            || text.contains("could not resolve hostname")
+            || text.contains("name or service not known")
+            || text.contains("connection closed by")
+            || text.contains("connection reset")
+        {
+            ConnectFailure::Unreachable
+        } else {
+            ConnectFailure::Other
+        }
+    }
+}
+
+impl fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConnectFailure::Unreachable => "unreachable",
+            ConnectFailure::TimedOut => "timed out",
+            ConnectFailure::HostKeyUnknown => "host key unknown (not in known_hosts)",
+            ConnectFailure::HostKeyChanged => {
+                "host key changed (does not match known_hosts: possible impersonation)"
+            }
+            ConnectFailure::AuthRefused => "authentication refused",
+            ConnectFailure::Other => "ssh failed",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("{target}: {failure}: {detail}")]
+    Connect {
+        /// `name (user@host:port)`.
+        target: String,
+        host: String,
+        failure: ConnectFailure,
+        detail: String,
+    },
+    #[error("{host}: `{command}` exited with {}: {stderr_tail}", exit_text(*code))]
+    CommandFailed {
+        host: String,
+        /// First line of the script.
+        command: String,
+        code: Option<i32>,
+        /// Last lines of its stderr.
+        stderr_tail: String,
+    },
+    #[error("{host}: connection lost while running `{command}`: {detail}")]
+    ConnectionLost {
+        host: String,
+        command: String,
+        detail: String,
+    },
+    #[error("{host}: running ssh for `{command}`: {source}")]
+    Ssh {
+        host: String,
+        command: String,
+        #[source]
+        source: openssh::Error,
+    },
+    #[error("{host}: {}: {source}", path.display())]
+    LocalIo {
+        host: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{host}: {path}: sha256 {actual} on arrival, expected {expected}")]
+    DigestMismatch {
+        host: String,
+        path: String,
+        expected: String,
+        actual: String,
+    },
+}
+
+impl SshError {
+    /// The host (inventory name) the error is about.
+    pub fn host(&self) -> &str {
+        match self {
+            SshError::Connect { host, .. }
+            | SshError::CommandFailed { host, .. }
+            | SshError::ConnectionLost { host, .. }
+            | SshError::Ssh { host, .. }
+            | SshError::LocalIo { host, .. }
+            | SshError::DigestMismatch { host, .. } => host,
+        }
+    }
+
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self, SshError::ConnectionLost { .. })
+    }
+}
+
+fn exit_text(code: Option<i32>) -> String {
+    match code {
+        Some(code) => format!("code {code}"),
+        None => "a signal".to_string(),
+    }
+}
+
+/// Some hosts could not be connected to: every one is listed with its reason.
+#[derive(Debug, thiserror::Error)]
+pub struct FleetError {
+    pub failures: Vec<SshError>,
+}
+
+impl fmt::Display for FleetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "could not connect to {} host(s):", self.failures.len())?;
+        for failure in &self.failures {
+            write!(f, "\n  {failure}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConnectFailure::{self, *};
+
+    #[test]
+    fn classifies_real_ssh_messages() {
+        let cases = [
+            (
+                "ssh: connect to host 10.88.0.99 port 22: No route to host",
+                Unreachable,
+            ),
+            (
+                "ssh: connect to host 10.88.0.11 port 2222: Connection refused",
+                Unreachable,
+            ),
+            (
+                "ssh: connect to host 192.0.2.1 port 22: Connection timed out",
+                TimedOut,
+            ),
+            (
+                "No ED25519 host key is known for 10.88.0.11 and you have requested strict checking.\r\nHost key verification failed.",
+                HostKeyUnknown,
+            ),
+            (
+                "@@@@@@@@@@@\r\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\r\nHost key verification failed.",
+                HostKeyChanged,
+            ),
+            (
+                "root@10.88.0.11: Permission denied (publickey).",
+                AuthRefused,
+            ),
+            (
+                "ssh: Could not resolve hostname nowhere: Name or service not known",
+                Unreachable,
+            ),
+            ("something new", Other),
+        ];
+        for (stderr, expected) in cases {
+            assert_eq!(ConnectFailure::classify(stderr), expected, "{stderr}");
+        }
+    }
+}
