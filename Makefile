@@ -16,7 +16,7 @@ DEBIAN_PACKAGES := \
 BUNDLE := bundles/lab.tar.zst
 KEYDIR := bundles/keys
 
-.PHONY: all deps build test demo lab-up lab-down lab-status lint bench clean-lab
+.PHONY: all deps build test demo lab-up lab-down lab-status lint bench bench-up clean-lab
 
 all: build
 
@@ -58,6 +58,11 @@ demo: deps
 bench: deps
 	$(CARGO) bench -p ilha-format --bench verify
 	$(CARGO) bench -p ilha-bundler --bench build
+
+# Wall time of `ilha up` for 3, 6 and 12 lab hosts (wipes the lab).
+bench-up: deps
+	$(CARGO) xtask artifacts build
+	bench/up.sh 3 6 12
 
 lab-up: deps
 	$(CARGO) xtask lab up -n 6

@@ -60,6 +60,18 @@ pub fn default_output(name: &str, version: &str) -> PathBuf {
 pub async fn build(options: &BuildOptions, cancel: CancelReceiver) -> Result<BuildSummary> {
     let started = Instant::now();
     let manifest = manifest::load(&options.manifest)?;
+    // A bundle that could not install its cluster is refused before any download.
+    if let Some(declared) = &manifest.cluster {
+        let missing = manifest.missing_for_cluster();
+        if !missing.is_empty() {
+            return Err(Error::IncompleteCluster {
+                location: declared.location.clone(),
+                kubernetes_version: declared.spec.kubernetes_version.clone(),
+                network: declared.spec.network.to_string(),
+                missing: missing.iter().map(ToString::to_string).collect(),
+            });
+        }
+    }
     let platform = options
         .platform
         .clone()
@@ -99,6 +111,7 @@ pub async fn build(options: &BuildOptions, cancel: CancelReceiver) -> Result<Bui
     write_layout_index(&staging, &layout_images)?;
 
     let mut index = Index::new(&manifest.name, &manifest.version, &platform.to_string());
+    index.cluster = manifest.cluster.as_ref().map(|c| c.spec.clone());
     index.images = images
         .iter()
         .map(|img| ImageRecord {

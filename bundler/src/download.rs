@@ -1,5 +1,11 @@
 //! Binaries and files: HTTP downloads (reqwest, rustls) hashed while streaming, or local files.
+//! An entry with `archive_member` takes one file out of a `.tar.gz` whose own digest is checked
+//! first; the archive is fetched once per build however many entries read from it.
 
+use std::collections::HashMap;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -41,6 +47,25 @@ pub struct StoredArtifact {
 
 pub struct Downloader {
     http: reqwest::Client,
+    /// Verified archives by source and checksum: several entries extract from one download.
+    archives: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<ArchiveOutcome>>>>,
+}
+
+/// A fetched and verified archive in staging, or why there is none (shared by every entry that
+/// reads from it, each of which reports it under its own name).
+type ArchiveOutcome = std::result::Result<PathBuf, ArchiveFailure>;
+
+#[derive(Debug, Clone)]
+enum ArchiveFailure {
+    Fetch {
+        url: String,
+        message: String,
+    },
+    Mismatch {
+        url: String,
+        expected: String,
+        found: String,
+    },
 }
 
 impl Downloader {
@@ -54,7 +79,10 @@ impl Downloader {
                 path: "reqwest client".into(),
                 source: std::io::Error::other(chain(&e)),
             })?;
-        Ok(Downloader { http })
+        Ok(Downloader {
+            http,
+            archives: Mutex::default(),
+        })
     }
 
     /// Fetches (or reads) one artifact into staging and verifies its sha256.
@@ -73,6 +101,9 @@ impl Downloader {
             message,
         };
         let executable = kind == ArtifactKind::Binary;
+        if let Some(member) = &spec.archive_member {
+            return self.fetch_member(kind, spec, member, staging, bar).await;
+        }
         let sha256 = match &spec.origin {
             ArtifactOrigin::Url { url, checksum } => {
                 let expected = match checksum {
@@ -159,11 +190,164 @@ impl Downloader {
     }
 
     fn stored(&self, kind: ArtifactKind, spec: &ArtifactSpec, sha256: Sha256) -> StoredArtifact {
+        let origin = spec.origin.source_text();
         StoredArtifact {
             kind,
             name: spec.name.clone(),
-            source: spec.origin.source_text().to_owned(),
+            source: match &spec.archive_member {
+                Some(member) => format!("{origin}#{member}"),
+                None => origin.to_owned(),
+            },
             sha256,
+        }
+    }
+
+    /// Stores `member` of the entry's (verified) archive; the index gets the member's digest.
+    async fn fetch_member(
+        &self,
+        kind: ArtifactKind,
+        spec: &ArtifactSpec,
+        member: &str,
+        staging: &Staging,
+        bar: &ProgressBar,
+    ) -> Result<StoredArtifact> {
+        let archive = self.verified_archive(kind, spec, staging, bar).await?;
+        let tmp = staging.tmp_path();
+        let (archive_in, member_in, tmp_in) = (archive.clone(), member.to_owned(), tmp.clone());
+        let (found, size) =
+            tokio::task::spawn_blocking(move || extract_member(&archive_in, &member_in, &tmp_in))
+                .await
+                .expect("extraction task")
+                .map_err(|message| {
+                    let _ = std::fs::remove_file(&tmp);
+                    Error::ArchiveMember {
+                        kind: kind.label(),
+                        name: spec.name.clone(),
+                        location: spec.location.clone(),
+                        archive: spec.origin.source_text().to_owned(),
+                        message: format!("member {member}: {message}"),
+                    }
+                })?;
+        let path = blob_path(&found);
+        let executable = kind == ArtifactKind::Binary;
+        if staging.claim(&path) {
+            staging.commit(&tmp, &path, found, size, executable)?;
+        } else {
+            let _ = std::fs::remove_file(&tmp);
+            if executable {
+                staging.mark_executable(&path);
+            }
+        }
+        Ok(self.stored(kind, spec, found))
+    }
+
+    /// The entry's archive, downloaded (or copied) and checked once per build.
+    async fn verified_archive(
+        &self,
+        kind: ArtifactKind,
+        spec: &ArtifactSpec,
+        staging: &Staging,
+        bar: &ProgressBar,
+    ) -> Result<PathBuf> {
+        let key = format!("{:?}", spec.origin);
+        let cell = self
+            .archives
+            .lock()
+            .expect("archive cache lock")
+            .entry(key)
+            .or_default()
+            .clone();
+        let outcome = cell
+            .get_or_init(|| self.fetch_archive(&spec.origin, staging, bar))
+            .await;
+        outcome.clone().map_err(|failure| match failure {
+            ArchiveFailure::Fetch { url, message } => Error::Download {
+                kind: kind.label(),
+                name: spec.name.clone(),
+                location: spec.location.clone(),
+                url,
+                message,
+            },
+            ArchiveFailure::Mismatch {
+                url,
+                expected,
+                found,
+            } => Error::DigestMismatch {
+                what: format!("{} {} (archive)", kind.label(), spec.name),
+                location: spec.location.clone(),
+                url,
+                expected,
+                found,
+            },
+        })
+    }
+
+    async fn fetch_archive(
+        &self,
+        origin: &ArtifactOrigin,
+        staging: &Staging,
+        bar: &ProgressBar,
+    ) -> ArchiveOutcome {
+        match origin {
+            ArtifactOrigin::Url { url, checksum } => {
+                let fetch_failed = |url: &str, message: String| ArchiveFailure::Fetch {
+                    url: url.to_owned(),
+                    message,
+                };
+                let expected = match checksum {
+                    Checksum::Sha256(hex) => hex
+                        .parse::<Sha256>()
+                        .map_err(|e| fetch_failed(url, e.to_string()))?,
+                    Checksum::Url(sum_url) => self
+                        .fetch_checksum(sum_url, url)
+                        .await
+                        .map_err(|m| fetch_failed(sum_url, m))?,
+                };
+                let (found, _, tmp) = self
+                    .download(url, staging, bar)
+                    .await
+                    .map_err(|m| fetch_failed(url, m))?;
+                if found != expected {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(ArchiveFailure::Mismatch {
+                        url: url.clone(),
+                        expected: expected.to_string(),
+                        found: found.to_string(),
+                    });
+                }
+                Ok(tmp)
+            }
+            ArtifactOrigin::Local {
+                written,
+                path,
+                sha256,
+            } => {
+                let tmp = staging.tmp_path();
+                let fetch_failed = |message: String| ArchiveFailure::Fetch {
+                    url: written.clone(),
+                    message,
+                };
+                let size = tokio::fs::copy(path, &tmp)
+                    .await
+                    .map_err(|e| fetch_failed(format!("cannot read {}: {e}", path.display())))?;
+                bar.inc(size);
+                let tmp_in = tmp.clone();
+                let (found, _) =
+                    tokio::task::spawn_blocking(move || ilha_format::digest::sha256_file(&tmp_in))
+                        .await
+                        .expect("hashing task")
+                        .map_err(|e| fetch_failed(format!("{}: {e}", tmp.display())))?;
+                if let Some(hex) = sha256
+                    && *hex != found.to_string()
+                {
+                    return Err(ArchiveFailure::Mismatch {
+                        url: written.clone(),
+                        expected: hex.clone(),
+                        found: found.to_string(),
+                    });
+                }
+                Ok(tmp)
+            }
         }
     }
 
@@ -223,6 +407,71 @@ impl Downloader {
         }
         let text = response.text().await.map_err(|e| chain(&e))?;
         parse_checksum_file(&text, basename(artifact_url))
+    }
+}
+
+/// Copies the regular file `member` (as normalised by the manifest: no `./`) out of the gzip'd
+/// tar at `archive` into `dest`, hashing it on the way. Only that member is written anywhere, so
+/// other entries' paths do not matter; a member that is a link or a directory is refused.
+fn extract_member(
+    archive: &Path,
+    member: &str,
+    dest: &Path,
+) -> std::result::Result<(Sha256, u64), String> {
+    let file = std::fs::File::open(archive).map_err(|e| format!("{}: {e}", archive.display()))?;
+    let gzip = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file));
+    let mut tar = tar::Archive::new(gzip);
+    let unreadable = |e: std::io::Error| format!("not a readable .tar.gz: {e}");
+    for entry in tar.entries().map_err(unreadable)? {
+        let mut entry = entry.map_err(unreadable)?;
+        let path = entry.path().map_err(unreadable)?;
+        if member_name(&path).as_deref() != Some(member) {
+            continue;
+        }
+        let entry_type = entry.header().entry_type();
+        if !(entry_type.is_file() || entry_type.is_contiguous()) {
+            return Err(format!(
+                "is a {}, not a regular file",
+                describe_entry_type(entry_type)
+            ));
+        }
+        let out =
+            std::fs::File::create_new(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+        let mut writer = ilha_format::Sha256Writer::new(BufWriter::with_capacity(1 << 20, out));
+        std::io::copy(&mut entry, &mut writer).map_err(|e| format!("extracting: {e}"))?;
+        let (buffered, sha256, size) = writer.finish();
+        buffered
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|mut f| f.flush())
+            .map_err(|e| format!("{}: {e}", dest.display()))?;
+        return Ok((sha256, size));
+    }
+    Err("no such member in the archive".into())
+}
+
+/// A tar entry's path in the manifest's form (`./bin/x` -> `bin/x`); `None` if it cannot be a
+/// member name (absolute, `..`).
+fn member_name(path: &Path) -> Option<String> {
+    let mut parts = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => parts.push(part.to_str()?),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    Some(parts.join("/"))
+}
+
+fn describe_entry_type(entry_type: tar::EntryType) -> &'static str {
+    match entry_type {
+        tar::EntryType::Directory => "directory",
+        tar::EntryType::Symlink => "symbolic link",
+        tar::EntryType::Link => "hard link",
+        tar::EntryType::Char | tar::EntryType::Block => "device",
+        tar::EntryType::Fifo => "fifo",
+        _ => "special entry",
     }
 }
 

@@ -41,6 +41,17 @@ pub enum Error {
         message: String,
     },
 
+    /// The member named by `archive_member` cannot be taken from the (verified) archive.
+    #[error("{kind} {name} ({location}): archive {archive}: {message}")]
+    ArchiveMember {
+        kind: &'static str,
+        name: String,
+        location: String,
+        archive: String,
+        /// Starts with `member <path>: `.
+        message: String,
+    },
+
     #[error("{what} ({location}): {url}: sha256 mismatch: expected {expected}, found {found}")]
     DigestMismatch {
         what: String,
@@ -48,6 +59,18 @@ pub enum Error {
         url: String,
         expected: String,
         found: String,
+    },
+
+    /// The manifest declares a cluster but lacks what `ilha_format::cluster` requires for it.
+    #[error("{location}: cluster {kubernetes_version} ({network}) needs {} more item(s):{}",
+        missing.len(), missing.iter().map(|m| format!("\n  - {m}")).collect::<String>())]
+    IncompleteCluster {
+        /// `file:line:col` of the manifest's `cluster:`.
+        location: String,
+        kubernetes_version: String,
+        network: String,
+        /// One line per missing item, e.g. "binary `kubelet` (needed on every node)".
+        missing: Vec<String>,
     },
 
     #[error(transparent)]

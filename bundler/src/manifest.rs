@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use ilha_format::cluster::{self, ClusterSpec};
 use oci_client::Reference;
 use serde::Deserialize;
 use serde::de::{self, MapAccess, Visitor};
@@ -97,9 +98,34 @@ pub struct Manifest {
     pub name: String,
     pub version: String,
     pub platform: Platform,
+    /// The cluster the bundle is for (`cluster:`), checked against `ilha_format::cluster`.
+    pub cluster: Option<ClusterDeclaration>,
     pub images: Vec<ImageSpec>,
     pub binaries: Vec<ArtifactSpec>,
     pub files: Vec<ArtifactSpec>,
+}
+
+/// The manifest's `cluster:` key and where it is.
+#[derive(Debug, Clone)]
+pub struct ClusterDeclaration {
+    pub spec: ClusterSpec,
+    /// `file:line:col` of the `cluster:` value, for error messages.
+    pub location: String,
+}
+
+impl Manifest {
+    /// What the bundle this manifest describes would lack for its declared cluster (empty when
+    /// none is declared): decided from names alone, before anything is downloaded.
+    pub fn missing_for_cluster(&self) -> Vec<cluster::Missing> {
+        let Some(declared) = &self.cluster else {
+            return Vec::new();
+        };
+        cluster::missing_among(
+            &declared.spec,
+            self.binaries.iter().map(|b| b.name.as_str()),
+            self.images.iter().map(|i| i.name.as_str()),
+        )
+    }
 }
 
 /// An image to pull: `name` is what the bundle records (what containerd will see), `source`
@@ -124,6 +150,9 @@ impl ImageSpec {
 pub struct ArtifactSpec {
     pub name: String,
     pub origin: ArtifactOrigin,
+    /// For a `.tar.gz` source: the path of the one member to store. `sha256`/`sha256_url` pin
+    /// the archive as downloaded; the index records the member's own digest.
+    pub archive_member: Option<String>,
     /// `file:line:col` of the entry, for error messages.
     pub location: String,
 }
@@ -167,6 +196,7 @@ struct RawManifest {
     name: Spanned<String>,
     version: String,
     platform: Option<Spanned<String>>,
+    cluster: Option<Spanned<ClusterSpec>>,
     #[serde(default)]
     images: Vec<Spanned<RawImage>>,
     #[serde(default)]
@@ -222,6 +252,7 @@ struct RawArtifact {
     path: Option<String>,
     sha256: Option<String>,
     sha256_url: Option<String>,
+    archive_member: Option<String>,
 }
 
 /// Reads and validates the manifest at `file`.
@@ -316,6 +347,20 @@ fn validate(raw: RawManifest, file: &str, base_dir: &Path) -> Result<Manifest, M
             .map_err(|msg| invalid(&p.referenced, "platform", msg))?,
     };
 
+    let cluster = match &raw.cluster {
+        None => None,
+        Some(declared) => {
+            let loc = &declared.referenced;
+            // An unsupported version is a manifest error, reported where it is written.
+            cluster::requirements(&declared.value)
+                .map_err(|err| invalid(loc, "cluster", err.to_string()))?;
+            Some(ClusterDeclaration {
+                spec: declared.value.clone(),
+                location: at(loc),
+            })
+        }
+    };
+
     let mut images = Vec::new();
     let mut seen_images: HashMap<String, String> = HashMap::new();
     for entry in &raw.images {
@@ -351,6 +396,7 @@ fn validate(raw: RawManifest, file: &str, base_dir: &Path) -> Result<Manifest, M
         name,
         version: raw.version,
         platform,
+        cluster,
         images,
         binaries,
         files,
@@ -392,6 +438,10 @@ fn validate_artifacts(
         if let Some(hex) = &raw.sha256 {
             check_hex(hex).map_err(&invalid)?;
         }
+        let archive_member = match &raw.archive_member {
+            None => None,
+            Some(member) => Some(normalise_member(member).map_err(&invalid)?),
+        };
         let origin = match (&raw.url, &raw.path) {
             (Some(_), Some(_)) => {
                 return Err(invalid("give either `url` or `path`, not both".into()));
@@ -438,10 +488,34 @@ fn validate_artifacts(
         out.push(ArtifactSpec {
             name: raw.name.clone(),
             origin,
+            archive_member,
             location,
         });
     }
     Ok(out)
+}
+
+/// An `archive_member` as tar stores it: relative, `/`-separated, without `.`/`..` components
+/// (a leading `./`, as in `tar -czf x.tgz ./bridge`, is dropped).
+fn normalise_member(member: &str) -> Result<String, String> {
+    let bad = |why: &str| Err(format!("bad archive_member {member:?}: {why}"));
+    if member.starts_with('/') {
+        return bad("must be relative to the archive");
+    }
+    let parts: Vec<&str> = member
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    if parts.is_empty() {
+        return bad("names no file");
+    }
+    if parts.contains(&"..") {
+        return bad("must not contain `..`");
+    }
+    if member.ends_with('/') {
+        return bad("names a directory");
+    }
+    Ok(parts.join("/"))
 }
 
 fn parse_reference(text: &str) -> Result<Reference, String> {
@@ -550,6 +624,78 @@ mod tests {
     }
 
     #[test]
+    fn cluster_key_parses_and_checks_versions_with_line() {
+        let m = parse_str(
+            "name: lab\nversion: '1'\ncluster:\n  kubernetes_version: v1.20.2\n  network: bridge\n",
+        )
+        .unwrap();
+        let declared = m.cluster.as_ref().unwrap();
+        assert_eq!(declared.spec.kubernetes_version, "v1.20.2");
+        assert_eq!(declared.spec.network, ilha_format::cluster::Network::Bridge);
+        assert!(
+            declared.location.starts_with("m.yaml:4:"),
+            "{}",
+            declared.location
+        );
+        assert_eq!(m.missing_for_cluster().len(), 17, "16 binaries + pause");
+        assert!(
+            parse_str("name: lab\nversion: '1'\n")
+                .unwrap()
+                .missing_for_cluster()
+                .is_empty()
+        );
+
+        let err = parse_str(
+            "name: lab\nversion: '1'\ncluster:\n  kubernetes_version: v1.20.2\n  network: bridge\n  cni: calico\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("m.yaml:6:") && err.contains("cni"), "{err}");
+
+        let err = parse_str(
+            "name: lab\nversion: '1'\ncluster:\n  kubernetes_version: v1.20.2\n  network: flannel\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("m.yaml:5:") && err.contains("flannel"),
+            "{err}"
+        );
+
+        let err = parse_str(
+            "name: lab\nversion: '1'\ncluster: {kubernetes_version: v1.19.3, network: bridge}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("m.yaml:3:")
+                && err.contains("cluster: Kubernetes v1.19.3 is not supported"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn archive_member_is_normalised_and_checked() {
+        let m = parse_str(
+            "name: lab\nversion: '1'\nbinaries:\n  - {name: bridge, url: 'http://x/cni.tgz', sha256_url: 'http://x/cni.tgz.sha256', archive_member: ./bridge}\n",
+        )
+        .unwrap();
+        assert_eq!(m.binaries[0].archive_member.as_deref(), Some("bridge"));
+        for bad in ["/bin/x", "a/../x", "bin/", "."] {
+            let err = parse_str(&format!(
+                "name: lab\nversion: '1'\nbinaries:\n  - {{name: x, url: 'http://x/a.tgz', sha256: {}, archive_member: '{bad}'}}\n",
+                "0".repeat(64)
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("m.yaml:4:") && err.contains("bad archive_member"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_names_rejected() {
         assert!(parse_str("name: Lab\nversion: '1'\n").is_err());
         assert!(parse_str("name: lab\nversion: '1'\nfiles:\n  - {name: '..', path: x}\n").is_err());
@@ -572,6 +718,69 @@ mod shipped_manifests {
         if lab.exists() {
             let lab = super::load(&lab).unwrap();
             assert_eq!(lab.images[0].name, "k8s.gcr.io/pause:3.2");
+            assert!(lab.cluster.is_some(), "the lab bundle declares its cluster");
+            assert!(lab.missing_for_cluster().is_empty());
         }
+    }
+
+    /// `manifests/kubernetes-<version>.yaml` cannot be built here (no internet), but it must
+    /// parse and hold everything its cluster needs, for the Kubernetes its name says.
+    #[test]
+    fn upstream_manifests_are_complete_for_their_cluster() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let file_name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let Some(version) = file_name
+                .strip_prefix("kubernetes-")
+                .and_then(|rest| rest.strip_suffix(".yaml"))
+            else {
+                continue;
+            };
+            let manifest = super::load(&path).unwrap();
+            let declared = manifest
+                .cluster
+                .as_ref()
+                .unwrap_or_else(|| panic!("{file_name} declares no cluster"));
+            assert_eq!(declared.spec.kubernetes_version, version, "{file_name}");
+            let missing: Vec<String> = manifest
+                .missing_for_cluster()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            assert!(missing.is_empty(), "{file_name} lacks {missing:?}");
+            assert!(
+                manifest.binaries.iter().all(|b| b.name != "kubeadm"),
+                "{file_name}: kubeadm is not needed"
+            );
+            assert!(
+                manifest
+                    .images
+                    .iter()
+                    .any(|i| ilha_format::cluster::COREDNS.matches(&i.name)),
+                "{file_name}: CoreDNS image"
+            );
+            for binary in &manifest.binaries {
+                let super::ArtifactOrigin::Url { url, checksum } = &binary.origin else {
+                    panic!("{file_name}: {} is not downloaded", binary.name);
+                };
+                assert!(url.starts_with("https://"), "{url}");
+                assert!(
+                    matches!(checksum, super::Checksum::Url(_)),
+                    "{file_name}: {} pinned by upstream's checksum file",
+                    binary.name
+                );
+                let is_archive = url.ends_with(".tar.gz") || url.ends_with(".tgz");
+                assert_eq!(
+                    is_archive,
+                    binary.archive_member.is_some(),
+                    "{file_name}: {}",
+                    binary.name
+                );
+            }
+            checked += 1;
+        }
+        assert!(checked >= 1, "no manifests/kubernetes-*.yaml");
     }
 }

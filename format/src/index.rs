@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 
 use crate::FORMAT_V1;
+use crate::cluster::{ClusterSpec, KubernetesVersion};
 use crate::digest::Sha256;
 use crate::error::{Error, Result};
 use crate::tarfmt::{MODE_EXEC, MODE_FILE, check_bundle_path};
@@ -18,6 +19,11 @@ pub struct Index {
     pub version: String,
     /// `os/arch[/variant]`.
     pub platform: String,
+    /// The cluster this bundle is made for, when its manifest declared one: the installer checks
+    /// the bundle against [`crate::cluster::requirements`] of it. Absent from the JSON when
+    /// `None`, so bundles without a cluster keep their exact bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterSpec>,
     pub images: Vec<ImageRecord>,
     pub binaries: Vec<ArtifactRecord>,
     pub files: Vec<ArtifactRecord>,
@@ -86,6 +92,7 @@ impl Index {
             name: name.to_owned(),
             version: version.to_owned(),
             platform: platform.to_owned(),
+            cluster: None,
             images: Vec::new(),
             binaries: Vec::new(),
             files: Vec::new(),
@@ -147,6 +154,13 @@ impl Index {
                 "bundle version {:?} is empty or has blanks",
                 self.version
             ));
+        }
+        // Only the form is checked here: whether ilha supports the version is for the installer
+        // to say (via `cluster::missing`), after the index has been read and shown.
+        if let Some(cluster) = &self.cluster
+            && let Err(err) = KubernetesVersion::parse(&cluster.kubernetes_version)
+        {
+            return invalid(format!("cluster: {err}"));
         }
         for pair in self.entries.windows(2) {
             if pair[0].path.as_bytes() >= pair[1].path.as_bytes() {
@@ -249,6 +263,44 @@ pub(crate) mod tests {
         let back = Index::from_json_bytes(&bytes).unwrap();
         assert_eq!(back, index);
         assert_eq!(back.to_json_bytes(), bytes);
+    }
+
+    #[test]
+    fn cluster_is_absent_unless_set_and_round_trips() {
+        let index = sample_index();
+        let bytes = index.to_json_bytes();
+        assert!(!String::from_utf8_lossy(&bytes).contains("cluster"));
+
+        let mut index = sample_index();
+        index.cluster = Some(ClusterSpec {
+            kubernetes_version: "v1.20.2".into(),
+            network: crate::cluster::Network::Bridge,
+        });
+        let bytes = index.to_json_bytes();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            text.contains(
+                "\"platform\": \"linux/amd64\",\n  \"cluster\": {\n    \"kubernetes_version\": \"v1.20.2\",\n    \"network\": \"bridge\"\n  },\n"
+            ),
+            "{text}"
+        );
+        let back = Index::from_json_bytes(&bytes).unwrap();
+        assert_eq!(back, index);
+        assert_eq!(back.to_json_bytes(), bytes);
+
+        // `null` reads as no cluster.
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&sample_index().to_json_bytes()).unwrap();
+        v["cluster"] = serde_json::Value::Null;
+        let back = Index::from_json_bytes(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(back.cluster, None);
+
+        index.cluster.as_mut().unwrap().kubernetes_version = "1.20".into();
+        let err = index.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("cluster: ") && err.contains("vMAJOR.MINOR.PATCH"),
+            "{err}"
+        );
     }
 
     #[test]

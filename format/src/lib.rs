@@ -3,6 +3,7 @@
 //! See `docs/bundle-format.md` for the byte-level description. This crate has no network and no
 //! notion of hosts: it packs a bundle from files already on disk, and verifies / extracts / lists one.
 
+pub mod cluster;
 pub mod digest;
 pub mod error;
 pub mod index;

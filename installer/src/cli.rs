@@ -32,6 +32,13 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Read an inventory (Kubespray INI or YAML) and show its hosts and roles.
     Inventory(commands::inventory::InventoryArgs),
+    /// Show what `up` would do on each host (bundle verified, hosts checked), changing nothing.
+    Plan(commands::up::ClusterArgs),
+    /// Build or complete the cluster: verify the bundle, preflight every host, then install.
+    /// Idempotent: a second run changes nothing; after a failure it continues where it stopped.
+    Up(commands::up::ClusterArgs),
+    /// Node-local TCP proxy to the kube-apiservers (runs as a systemd unit on workers).
+    Apiproxy(crate::apiproxy::ApiProxyArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -64,9 +71,11 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, daemon: bool) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
+        // A daemon's journal is its only output: backend state changes are info.
+        0 if daemon => "info",
         0 => "warn",
         1 => "debug",
         _ => "trace",
@@ -93,11 +102,14 @@ pub fn report_error(err: &anyhow::Error) {
 pub fn main() -> ExitCode {
     // clap prints usage errors itself and exits with 2; --help/--version exit 0.
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, matches!(cli.command, Command::Apiproxy(_)));
     let result = match cli.command {
         Command::Verify(args) => commands::verify::run(&args),
         Command::Inspect(args) => commands::inspect::run(&args),
         Command::Inventory(args) => commands::inventory::run(&args),
+        Command::Plan(args) => commands::up::run_plan(&args),
+        Command::Up(args) => commands::up::run_up(&args),
+        Command::Apiproxy(args) => crate::apiproxy::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

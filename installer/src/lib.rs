@@ -1,8 +1,13 @@
 //! `ilha`: the air-gapped side. The binary is a thin wrapper over `cli::main`; each concern has
 //! its own module so later phases (`plan`, `up`) can reuse them.
 
+pub mod apiproxy;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod inventory;
+pub mod kubeconfig;
+pub mod pki;
+pub mod preflight;
 pub mod ssh;

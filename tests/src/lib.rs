@@ -4,6 +4,8 @@
 //! test binaries and threads never share hosts) and makes sure the hosts are up.
 use std::ops::Deref;
 
+pub mod cluster;
+
 use xtask::lab::{Lab, LabConfig, LabLock};
 
 /// The lab, held exclusively until dropped.

@@ -288,6 +288,8 @@ pub enum Route {
 pub struct FileServer {
     pub addr: String,
     routes: Arc<Mutex<HashMap<String, Route>>>,
+    /// Requests received per path.
+    hits: Arc<Mutex<HashMap<String, usize>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -297,21 +299,23 @@ impl FileServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let routes: Arc<Mutex<HashMap<String, Route>>> = Arc::default();
+        let hits: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (routes2, stop2) = (routes.clone(), stop.clone());
+        let (routes2, hits2, stop2) = (routes.clone(), hits.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let routes = routes2.clone();
-                std::thread::spawn(move || serve_one(conn, &routes));
+                let (routes, hits) = (routes2.clone(), hits2.clone());
+                std::thread::spawn(move || serve_one(conn, &routes, &hits));
             }
         });
         FileServer {
             addr,
             routes,
+            hits,
             stop,
             thread: Some(thread),
         }
@@ -325,9 +329,18 @@ impl FileServer {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+
+    /// How many requests `path` received.
+    pub fn hits(&self, path: &str) -> usize {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
 }
 
-fn serve_one(conn: TcpStream, routes: &Mutex<HashMap<String, Route>>) {
+fn serve_one(
+    conn: TcpStream,
+    routes: &Mutex<HashMap<String, Route>>,
+    hits: &Mutex<HashMap<String, usize>>,
+) {
     let mut reader = BufReader::new(conn.try_clone().unwrap());
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).is_err() {
@@ -346,6 +359,7 @@ fn serve_one(conn: TcpStream, routes: &Mutex<HashMap<String, Route>>) {
         .nth(1)
         .unwrap_or("/")
         .to_owned();
+    *hits.lock().unwrap().entry(path.clone()).or_default() += 1;
     let route = routes.lock().unwrap().get(&path).cloned();
     let mut conn = conn;
     let _ = match route {

@@ -2,4 +2,5 @@
 
 pub mod inspect;
 pub mod inventory;
+pub mod up;
 pub mod verify;

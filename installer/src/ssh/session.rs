@@ -112,6 +112,19 @@ impl Session {
             .await
     }
 
+    /// [`Session::run`] for scripts of any length: the script travels on stdin (`bash -s`), not
+    /// on the command line, whose single-argument limit is 128 KiB. `label` names it in errors.
+    pub async fn run_script(&self, label: &str, script: &str) -> Result<Output, SshError> {
+        let full = format!("set -euo pipefail\n{script}");
+        self.exec(
+            label,
+            "exec bash -s",
+            Input::Bytes(full.as_bytes()),
+            Sink::Capture,
+        )
+        .await
+    }
+
     /// Puts `source` at `remote_path` with `mode`: written to `remote_path.tmp.XXXXXX`, its sha256
     /// checked on the host, then renamed, so the path never holds a partial or corrupt file.
     /// Missing parent directories are made.

@@ -1,6 +1,17 @@
 //! Which binaries the lab publishes, where on the mirror, and with which checksum file.
-//! `manifests/lab.yaml` and the mirror tree are both derived from this one table.
+//! `manifests/lab.yaml` and the mirror tree are both derived from this one table, which must
+//! cover `ilha_format::cluster::requirements` of the lab's cluster (a test checks it).
+use ilha_format::cluster::{ClusterSpec, Network};
+
 use super::kubernetes;
+
+/// The cluster the lab's bundle is for: the Kubernetes the lab builds, on the bridge network.
+pub fn lab_cluster() -> ClusterSpec {
+    ClusterSpec {
+        kubernetes_version: kubernetes::VERSION.to_owned(),
+        network: Network::Bridge,
+    }
+}
 
 /// How the mirror publishes a binary's checksum, as upstream download sites do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +91,40 @@ impl MirroredBinary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn catalog_covers_the_cluster_requirements() {
+        let requirements = ilha_format::cluster::requirements(&lab_cluster())
+            .expect("the lab's Kubernetes version is supported");
+        let mirrored: Vec<&str> = mirrored_binaries().iter().map(|b| b.name).collect();
+        let absent: Vec<&str> = requirements
+            .binaries
+            .iter()
+            .map(|b| b.name)
+            .filter(|name| !mirrored.contains(name))
+            .collect();
+        assert!(absent.is_empty(), "the lab mirror lacks {absent:?}");
+        for image in &requirements.images {
+            assert!(
+                super::super::images::IMAGES
+                    .iter()
+                    .any(|i| image.is_satisfied_by(i.name)),
+                "the lab registry lacks {}",
+                image.reference
+            );
+        }
+        // And the rendered manifest agrees, as the bundler will judge it.
+        let found = ilha_format::cluster::missing_among(
+            &lab_cluster(),
+            mirrored.iter().copied(),
+            super::super::images::IMAGES.iter().map(|i| i.name),
+        );
+        let listed: Vec<String> = found.iter().map(ToString::to_string).collect();
+        assert!(
+            found.is_empty(),
+            "manifests/lab.yaml would lack: {listed:?}"
+        );
+    }
 
     #[test]
     fn every_binary_has_a_unique_name_and_url() {

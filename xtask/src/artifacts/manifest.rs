@@ -26,8 +26,11 @@ pub fn render() -> String {
          # Generated from xtask/src/artifacts/catalog.rs by `cargo xtask artifacts manifest`;\n\
          # a test checks this file matches.\n",
     );
+    let cluster = catalog::lab_cluster();
     out.push_str(&format!(
-        "name: lab\nversion: {VERSION}\nplatform: linux/amd64\nimages:\n"
+        "name: lab\nversion: {VERSION}\nplatform: linux/amd64\n\
+         cluster:\n  kubernetes_version: {}\n  network: {}\nimages:\n",
+        cluster.kubernetes_version, cluster.network
     ));
     for image in images::IMAGES {
         out.push_str(&format!(
@@ -100,6 +103,10 @@ mod tests {
         assert!(text.contains(
             "sha256_url: http://127.0.0.1:5881/release/v1.20.2/bin/linux/amd64/kubelet.sha256\n"
         ));
+        assert!(
+            text.contains("cluster:\n  kubernetes_version: v1.20.2\n  network: bridge\n"),
+            "{text}"
+        );
         assert!(
             !text.contains("sha256: "),
             "digests would go stale when Debian rebuilds"

@@ -1,0 +1,125 @@
+//! Pod ranges: ilha gives each Kubernetes node one range of `pod_cidr` and remembers it in the
+//! state directory, so a range never moves once pods use it (re-runs, `scale`, a reordered
+//! inventory) and CNI configs and routes can be written before any kubelet registers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+const FILE: &str = "pod-ranges.json";
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct Stored {
+    pod_cidr: IpNet,
+    node_prefix: u8,
+    ranges: BTreeMap<String, IpNet>,
+}
+
+/// The pod range of every node in `nodes`, reusing stored ones and giving new nodes the lowest
+/// free range. Written back to `<state_dir>/pod-ranges.json` when anything was added.
+pub fn allocate(
+    state_dir: &Path,
+    pod_cidr: IpNet,
+    node_prefix: u8,
+    nodes: &[&str],
+) -> anyhow::Result<BTreeMap<String, IpNet>> {
+    let path = state_dir.join(FILE);
+    let mut stored = match std::fs::read(&path) {
+        Ok(bytes) => {
+            let stored: Stored = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} is not a pod range record", path.display()))?;
+            if stored.pod_cidr != pod_cidr || stored.node_prefix != node_prefix {
+                bail!(
+                    "{}: this cluster's pods use {} (/{} per node); the config now says {} (/{}). \
+                     The pod range of an existing cluster cannot change",
+                    path.display(),
+                    stored.pod_cidr,
+                    stored.node_prefix,
+                    pod_cidr,
+                    node_prefix
+                );
+            }
+            stored
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored {
+            pod_cidr,
+            node_prefix,
+            ranges: BTreeMap::new(),
+        },
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut changed = false;
+    for node in nodes {
+        if stored.ranges.contains_key(*node) {
+            continue;
+        }
+        let taken: Vec<IpNet> = stored.ranges.values().copied().collect();
+        let free = pod_cidr
+            .subnets(node_prefix)
+            .with_context(|| format!("{pod_cidr} cannot be split into /{node_prefix} ranges"))?
+            .find(|candidate| !taken.contains(candidate))
+            .with_context(|| {
+                format!("no free /{node_prefix} left in {pod_cidr} for node {node}")
+            })?;
+        stored.ranges.insert(node.to_string(), free);
+        changed = true;
+    }
+    if changed {
+        write_atomically(&path, &serde_json::to_vec_pretty(&stored)?)?;
+    }
+    Ok(nodes
+        .iter()
+        .map(|n| (n.to_string(), stored.ranges[*n]))
+        .collect())
+}
+
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp: PathBuf = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidr(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ranges_are_stable_and_new_nodes_take_the_lowest_free_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = allocate(dir.path(), cidr("10.244.0.0/16"), 24, &["a", "b", "c"]).unwrap();
+        assert_eq!(first["a"], cidr("10.244.0.0/24"));
+        assert_eq!(first["c"], cidr("10.244.2.0/24"));
+        // Reordered, with a newcomer: old ranges stay, the newcomer gets 10.244.3.0/24.
+        let second = allocate(dir.path(), cidr("10.244.0.0/16"), 24, &["d", "c", "a"]).unwrap();
+        assert_eq!(second["c"], cidr("10.244.2.0/24"));
+        assert_eq!(second["d"], cidr("10.244.3.0/24"));
+    }
+
+    #[test]
+    fn a_changed_pod_cidr_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        allocate(dir.path(), cidr("10.244.0.0/16"), 24, &["a"]).unwrap();
+        let err = allocate(dir.path(), cidr("10.200.0.0/16"), 24, &["a"]).unwrap_err();
+        assert!(err.to_string().contains("cannot change"), "{err}");
+    }
+
+    #[test]
+    fn a_full_range_is_an_error_naming_the_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = allocate(dir.path(), cidr("10.244.0.0/23"), 24, &["a", "b", "c"]).unwrap_err();
+        assert!(err.to_string().contains("node c"), "{err}");
+    }
+}

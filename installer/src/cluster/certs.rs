@@ -1,0 +1,258 @@
+//! Which certificates, keys and kubeconfigs each host receives, issued from the cluster's PKI in
+//! the state directory. The kubernetes CA key goes to control-plane hosts (kube-controller-manager
+//! signs with it, as with kubeadm); the etcd and front-proxy CA keys never leave the operator.
+
+use std::net::IpAddr;
+
+use anyhow::Context as _;
+
+use super::paths::{ETCD_PKI_DIR, KUBERNETES_DIR, PKI_DIR};
+use super::render::RemoteFile;
+use super::{ClusterPlan, HostPlan};
+use crate::kubeconfig;
+use crate::pki::{CaKind, KeyPairPem, LeafSpec, Pki, Usage};
+
+const CERT_MODE: u32 = 0o644;
+const KEY_MODE: u32 = 0o600;
+
+fn pair(files: &mut Vec<RemoteFile>, dir: &str, stem: &str, pem: &KeyPairPem) {
+    files.push(RemoteFile::new(
+        format!("{dir}/{stem}.crt"),
+        CERT_MODE,
+        pem.cert_pem.clone(),
+    ));
+    files.push(RemoteFile::new(
+        format!("{dir}/{stem}.key"),
+        KEY_MODE,
+        pem.key_pem.clone(),
+    ));
+}
+
+fn spec(cn: &str, orgs: &[&str], usage: Usage) -> LeafSpec {
+    LeafSpec {
+        common_name: cn.to_string(),
+        organizations: orgs.iter().map(|o| o.to_string()).collect(),
+        dns_names: Vec::new(),
+        ips: Vec::new(),
+        usage,
+    }
+}
+
+const LOCALHOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+/// The kubernetes CA's certificate, for kubeconfigs.
+fn kube_ca(pki: &Pki) -> anyhow::Result<KeyPairPem> {
+    Ok(pki.ca(CaKind::Kubernetes)?)
+}
+
+/// A kubeconfig for `user` (CN) in `orgs`, signed by the kubernetes CA, stored as `stem`.
+fn client_kubeconfig(
+    pki: &Pki,
+    plan: &ClusterPlan,
+    server: &str,
+    stem: &str,
+    user: &str,
+    orgs: &[&str],
+) -> anyhow::Result<String> {
+    let ca = kube_ca(pki)?;
+    let client = pki.leaf(CaKind::Kubernetes, stem, &spec(user, orgs, Usage::Client))?;
+    Ok(kubeconfig::render(
+        &plan.config.cluster_name,
+        server,
+        &ca.cert_pem,
+        &client,
+        user,
+    ))
+}
+
+/// The admin kubeconfig ilha writes to the state directory, aimed at the first master.
+pub fn operator_admin_kubeconfig(pki: &Pki, plan: &ClusterPlan) -> anyhow::Result<String> {
+    client_kubeconfig(
+        pki,
+        plan,
+        &plan.operator_api_url(),
+        "admin",
+        "kubernetes-admin",
+        &["system:masters"],
+    )
+}
+
+/// Every certificate, key and kubeconfig `host` needs for its roles.
+pub fn files_for(
+    pki: &Pki,
+    plan: &ClusterPlan,
+    host: &HostPlan,
+) -> anyhow::Result<Vec<RemoteFile>> {
+    build(pki, plan, host).with_context(|| format!("{}: issuing certificates", host.name))
+}
+
+fn build(pki: &Pki, plan: &ClusterPlan, host: &HostPlan) -> anyhow::Result<Vec<RemoteFile>> {
+    let mut files = Vec::new();
+    let kube_ca = kube_ca(pki)?;
+    let etcd_ca = pki.ca(CaKind::Etcd)?;
+    let local_api = format!("https://127.0.0.1:{}", plan.config.api_port);
+
+    if host.is_etcd() || host.is_control_plane() {
+        files.push(RemoteFile::new(
+            format!("{ETCD_PKI_DIR}/ca.crt"),
+            CERT_MODE,
+            etcd_ca.cert_pem.clone(),
+        ));
+    }
+    if host.is_etcd() {
+        let mut ips = vec![host.ip, LOCALHOST];
+        if host.peer_ip != host.ip {
+            ips.push(host.peer_ip);
+        }
+        let names = vec![host.name.clone(), "localhost".to_string()];
+        let mut server = spec(&host.name, &[], Usage::ServerAndClient);
+        server.dns_names = names.clone();
+        server.ips = ips.clone();
+        let server_pem = pki.leaf(CaKind::Etcd, &format!("server-{}", host.name), &server)?;
+        pair(&mut files, ETCD_PKI_DIR, "server", &server_pem);
+        let mut peer = spec(&host.name, &[], Usage::ServerAndClient);
+        peer.dns_names = names;
+        peer.ips = ips;
+        let peer_pem = pki.leaf(CaKind::Etcd, &format!("peer-{}", host.name), &peer)?;
+        pair(&mut files, ETCD_PKI_DIR, "peer", &peer_pem);
+        // etcdctl on the host (health checks, snapshots) authenticates with this.
+        let check = pki.leaf(
+            CaKind::Etcd,
+            "healthcheck-client",
+            &spec("kube-etcd-healthcheck-client", &[], Usage::Client),
+        )?;
+        pair(&mut files, ETCD_PKI_DIR, "healthcheck-client", &check);
+    }
+    if host.is_control_plane() {
+        pair(&mut files, PKI_DIR, "ca", &kube_ca);
+        let front_ca = pki.ca(CaKind::FrontProxy)?;
+        files.push(RemoteFile::new(
+            format!("{PKI_DIR}/front-proxy-ca.crt"),
+            CERT_MODE,
+            front_ca.cert_pem.clone(),
+        ));
+        let (sa_key, sa_pub) = pki.service_account()?;
+        files.push(RemoteFile::new(
+            format!("{PKI_DIR}/sa.key"),
+            KEY_MODE,
+            sa_key,
+        ));
+        files.push(RemoteFile::new(
+            format!("{PKI_DIR}/sa.pub"),
+            CERT_MODE,
+            sa_pub,
+        ));
+
+        let mut api = spec("kube-apiserver", &[], Usage::Server);
+        let domain = &plan.config.dns_domain;
+        api.dns_names = vec![
+            "kubernetes".to_string(),
+            "kubernetes.default".to_string(),
+            "kubernetes.default.svc".to_string(),
+            format!("kubernetes.default.svc.{domain}"),
+            "localhost".to_string(),
+            host.name.clone(),
+        ];
+        api.ips = vec![plan.config.api_service_ip(), LOCALHOST, host.ip];
+        if host.peer_ip != host.ip {
+            api.ips.push(host.peer_ip);
+        }
+        if let crate::config::ApiEndpoint::External { host: lb, .. } = &plan.config.api_endpoint {
+            match lb.parse::<IpAddr>() {
+                Ok(ip) => api.ips.push(ip),
+                Err(_) => api.dns_names.push(lb.clone()),
+            }
+        }
+        let api_pem = pki.leaf(
+            CaKind::Kubernetes,
+            &format!("apiserver-{}", host.name),
+            &api,
+        )?;
+        pair(&mut files, PKI_DIR, "apiserver", &api_pem);
+        let kubelet_client = pki.leaf(
+            CaKind::Kubernetes,
+            "apiserver-kubelet-client",
+            &spec(
+                "kube-apiserver-kubelet-client",
+                &["system:masters"],
+                Usage::Client,
+            ),
+        )?;
+        pair(
+            &mut files,
+            PKI_DIR,
+            "apiserver-kubelet-client",
+            &kubelet_client,
+        );
+        let etcd_client = pki.leaf(
+            CaKind::Etcd,
+            "apiserver-etcd-client",
+            &spec("kube-apiserver-etcd-client", &[], Usage::Client),
+        )?;
+        pair(&mut files, PKI_DIR, "apiserver-etcd-client", &etcd_client);
+        let front_client = pki.leaf(
+            CaKind::FrontProxy,
+            "front-proxy-client",
+            &spec("front-proxy-client", &[], Usage::Client),
+        )?;
+        pair(&mut files, PKI_DIR, "front-proxy-client", &front_client);
+
+        for (file, stem, user, orgs) in [
+            (
+                "admin.conf",
+                "admin",
+                "kubernetes-admin",
+                &["system:masters"][..],
+            ),
+            (
+                "controller-manager.conf",
+                "controller-manager",
+                "system:kube-controller-manager",
+                &[][..],
+            ),
+            (
+                "scheduler.conf",
+                "scheduler",
+                "system:kube-scheduler",
+                &[][..],
+            ),
+        ] {
+            let text = client_kubeconfig(pki, plan, &local_api, stem, user, orgs)?;
+            files.push(RemoteFile::new(
+                format!("{KUBERNETES_DIR}/{file}"),
+                KEY_MODE,
+                text,
+            ));
+        }
+    }
+    if host.is_node() {
+        if !host.is_control_plane() {
+            files.push(RemoteFile::new(
+                format!("{PKI_DIR}/ca.crt"),
+                CERT_MODE,
+                kube_ca.cert_pem.clone(),
+            ));
+        }
+        let server = plan.node_api_url();
+        let kubelet = client_kubeconfig(
+            pki,
+            plan,
+            &server,
+            &format!("kubelet-{}", host.name),
+            &format!("system:node:{}", host.name),
+            &["system:nodes"],
+        )?;
+        files.push(RemoteFile::new(
+            format!("{KUBERNETES_DIR}/kubelet.conf"),
+            KEY_MODE,
+            kubelet,
+        ));
+        let proxy = client_kubeconfig(pki, plan, &server, "kube-proxy", "system:kube-proxy", &[])?;
+        files.push(RemoteFile::new(
+            format!("{KUBERNETES_DIR}/kube-proxy.conf"),
+            KEY_MODE,
+            proxy,
+        ));
+    }
+    Ok(files)
+}

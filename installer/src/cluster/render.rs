@@ -1,0 +1,567 @@
+//! The files ilha writes on hosts: systemd units and component configs, rendered from the plan.
+//!
+//! Flags and config fields that differ between Kubernetes releases are chosen here, by version,
+//! and nowhere else; the tests pin both the lab's v1.20 and a current release.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use super::paths::*;
+use super::{ClusterPlan, HostPlan, join_host_port};
+
+/// A file to put on a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFile {
+    pub path: String,
+    pub mode: u32,
+    pub content: Vec<u8>,
+}
+
+impl RemoteFile {
+    pub fn new(path: impl Into<String>, mode: u32, content: impl Into<Vec<u8>>) -> Self {
+        RemoteFile {
+            path: path.into(),
+            mode,
+            content: content.into(),
+        }
+    }
+}
+
+/// `ExecStart=` with one flag per continuation line, the way people read unit files.
+fn exec_start(binary: &str, flags: &[String]) -> String {
+    let mut line = format!("ExecStart={binary}");
+    for flag in flags {
+        line.push_str(" \\\n  ");
+        line.push_str(flag);
+    }
+    line
+}
+
+fn unit(description: &str, after: &str, exec: String, service_extra: &str) -> String {
+    format!(
+        "# Written by ilha; changes are overwritten by the next `ilha up`.\n\
+         [Unit]\nDescription={description}\nAfter={after}\nWants=network-online.target\n\n\
+         [Service]\n{exec}\n{service_extra}Restart=always\nRestartSec=2\n\n\
+         [Install]\nWantedBy=multi-user.target\n"
+    )
+}
+
+fn unit_path(name: &str) -> String {
+    format!("{UNIT_DIR}/{name}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// etcd
+
+fn etcd_peer_url(host: &HostPlan) -> String {
+    format!("https://{}", join_host_port(host.peer_ip, 2380))
+}
+
+fn etcd_client_url(ip: IpAddr) -> String {
+    format!("https://{}", join_host_port(ip, 2379))
+}
+
+/// Every etcd member's client URL, for kube-apiserver and etcdctl.
+pub fn etcd_endpoints(plan: &ClusterPlan) -> String {
+    plan.etcd_members()
+        .map(|m| etcd_client_url(m.peer_ip))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub fn etcd_unit(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
+    let initial_cluster = plan
+        .etcd_members()
+        .map(|m| format!("{}={}", m.name, etcd_peer_url(m)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pki = ETCD_PKI_DIR;
+    let flags = vec![
+        format!("--name={}", host.name),
+        format!("--data-dir={ETCD_DATA_DIR}"),
+        format!(
+            "--listen-client-urls={},{}",
+            etcd_client_url("127.0.0.1".parse().expect("literal")),
+            etcd_client_url(host.ip)
+        ),
+        format!("--advertise-client-urls={}", etcd_client_url(host.peer_ip)),
+        format!(
+            "--listen-peer-urls=https://{}",
+            join_host_port(host.ip, 2380)
+        ),
+        format!("--initial-advertise-peer-urls={}", etcd_peer_url(host)),
+        format!("--initial-cluster={initial_cluster}"),
+        // Only read when the data directory is empty: re-runs keep the existing cluster.
+        "--initial-cluster-state=new".to_string(),
+        format!("--initial-cluster-token={}", plan.config.cluster_name),
+        format!("--cert-file={pki}/server.crt"),
+        format!("--key-file={pki}/server.key"),
+        "--client-cert-auth=true".to_string(),
+        format!("--trusted-ca-file={pki}/ca.crt"),
+        format!("--peer-cert-file={pki}/peer.crt"),
+        format!("--peer-key-file={pki}/peer.key"),
+        "--peer-client-cert-auth=true".to_string(),
+        format!("--peer-trusted-ca-file={pki}/ca.crt"),
+        "--snapshot-count=10000".to_string(),
+    ];
+    // Type=notify: systemd calls etcd started once it has joined a quorum.
+    let text = unit(
+        "etcd (ilha)",
+        "network-online.target",
+        exec_start(&format!("{BIN_DIR}/etcd"), &flags),
+        "Type=notify\nTimeoutStartSec=0\nLimitNOFILE=65536\n",
+    );
+    RemoteFile::new(unit_path("etcd.service"), 0o644, text)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Control plane
+
+pub fn apiserver_unit(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
+    let c = &plan.config;
+    let pki = PKI_DIR;
+    let mut flags = vec![
+        format!("--advertise-address={}", host.ip),
+        "--bind-address=0.0.0.0".to_string(),
+        format!("--secure-port={}", c.api_port),
+        format!("--etcd-servers={}", etcd_endpoints(plan)),
+        format!("--etcd-cafile={pki}/etcd/ca.crt"),
+        format!("--etcd-certfile={pki}/apiserver-etcd-client.crt"),
+        format!("--etcd-keyfile={pki}/apiserver-etcd-client.key"),
+        format!("--client-ca-file={pki}/ca.crt"),
+        format!("--tls-cert-file={pki}/apiserver.crt"),
+        format!("--tls-private-key-file={pki}/apiserver.key"),
+        format!("--kubelet-client-certificate={pki}/apiserver-kubelet-client.crt"),
+        format!("--kubelet-client-key={pki}/apiserver-kubelet-client.key"),
+        "--kubelet-preferred-address-types=InternalIP,Hostname".to_string(),
+        "--enable-admission-plugins=NodeRestriction".to_string(),
+        "--authorization-mode=Node,RBAC".to_string(),
+        "--allow-privileged=true".to_string(),
+        format!("--service-cluster-ip-range={}", c.service_cidr),
+        format!("--service-account-key-file={pki}/sa.pub"),
+        format!("--service-account-signing-key-file={pki}/sa.key"),
+        format!(
+            "--service-account-issuer=https://kubernetes.default.svc.{}",
+            c.dns_domain
+        ),
+        format!("--proxy-client-cert-file={pki}/front-proxy-client.crt"),
+        format!("--proxy-client-key-file={pki}/front-proxy-client.key"),
+        format!("--requestheader-client-ca-file={pki}/front-proxy-ca.crt"),
+        "--requestheader-allowed-names=front-proxy-client".to_string(),
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-".to_string(),
+        "--requestheader-group-headers=X-Remote-Group".to_string(),
+        "--requestheader-username-headers=X-Remote-User".to_string(),
+    ];
+    if !plan.version.at_least(1, 24) {
+        // Before 1.24 an unauthenticated HTTP port 8080 is open unless turned off; the flag
+        // itself is gone from 1.24 on (passing it there is a startup error).
+        flags.push("--insecure-port=0".to_string());
+    }
+    // The API's state is in etcd: stopping need not wait for the 60 s drain (a restart would
+    // otherwise take over a minute).
+    let text = unit(
+        "kube-apiserver (ilha)",
+        "network-online.target etcd.service",
+        exec_start(&format!("{BIN_DIR}/kube-apiserver"), &flags),
+        "TimeoutStopSec=5\nLimitNOFILE=65536\n",
+    );
+    RemoteFile::new(unit_path("kube-apiserver.service"), 0o644, text)
+}
+
+pub fn controller_manager_unit(plan: &ClusterPlan) -> RemoteFile {
+    let c = &plan.config;
+    let pki = PKI_DIR;
+    let kubeconfig = format!("{KUBERNETES_DIR}/controller-manager.conf");
+    let flags = vec![
+        format!("--kubeconfig={kubeconfig}"),
+        format!("--authentication-kubeconfig={kubeconfig}"),
+        format!("--authorization-kubeconfig={kubeconfig}"),
+        "--bind-address=127.0.0.1".to_string(),
+        "--leader-elect=true".to_string(),
+        format!("--cluster-name={}", c.cluster_name),
+        // ilha hands out node pod ranges itself (stable across runs, known before kubelets
+        // register, so CNI configs and routes are written up front).
+        "--allocate-node-cidrs=false".to_string(),
+        format!("--cluster-cidr={}", c.pod_cidr),
+        format!("--cluster-signing-cert-file={pki}/ca.crt"),
+        format!("--cluster-signing-key-file={pki}/ca.key"),
+        format!("--root-ca-file={pki}/ca.crt"),
+        format!("--service-account-private-key-file={pki}/sa.key"),
+        format!("--service-cluster-ip-range={}", c.service_cidr),
+        "--use-service-account-credentials=true".to_string(),
+        "--controllers=*,bootstrapsigner,tokencleaner".to_string(),
+        format!("--requestheader-client-ca-file={pki}/front-proxy-ca.crt"),
+        format!("--client-ca-file={pki}/ca.crt"),
+    ];
+    let text = unit(
+        "kube-controller-manager (ilha)",
+        "kube-apiserver.service",
+        exec_start(&format!("{BIN_DIR}/kube-controller-manager"), &flags),
+        "",
+    );
+    RemoteFile::new(unit_path("kube-controller-manager.service"), 0o644, text)
+}
+
+pub fn scheduler_unit() -> RemoteFile {
+    let kubeconfig = format!("{KUBERNETES_DIR}/scheduler.conf");
+    let flags = vec![
+        format!("--kubeconfig={kubeconfig}"),
+        format!("--authentication-kubeconfig={kubeconfig}"),
+        format!("--authorization-kubeconfig={kubeconfig}"),
+        "--bind-address=127.0.0.1".to_string(),
+        "--leader-elect=true".to_string(),
+    ];
+    let text = unit(
+        "kube-scheduler (ilha)",
+        "kube-apiserver.service",
+        exec_start(&format!("{BIN_DIR}/kube-scheduler"), &flags),
+        "",
+    );
+    RemoteFile::new(unit_path("kube-scheduler.service"), 0o644, text)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Container runtime
+
+pub fn containerd_config(plan: &ClusterPlan) -> RemoteFile {
+    let text = format!(
+        r#"# Written by ilha.
+version = 2
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause}"
+  # Without CAP_SYS_RESOURCE (containers, some VMs) runc cannot lower its own OOM score; with
+  # this containerd never asks it to go below the parent's, which works everywhere.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = true
+        BinaryName = "{RUNC}"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{CNI_BIN_DIR}"
+    conf_dir = "{CNI_CONF_DIR}"
+"#,
+        pause = plan.pause_image
+    );
+    RemoteFile::new(CONTAINERD_CONFIG, 0o644, text)
+}
+
+pub fn containerd_unit() -> RemoteFile {
+    let text = format!(
+        "# Written by ilha; changes are overwritten by the next `ilha up`.\n\
+         [Unit]\nDescription=containerd (ilha)\nAfter=network.target\n\n\
+         [Service]\nExecStartPre=-/sbin/modprobe overlay\nExecStart={BIN_DIR}/containerd\n\
+         Type=notify\nDelegate=yes\nKillMode=process\nRestart=always\nRestartSec=2\n\
+         LimitNOFILE=infinity\nTasksMax=infinity\nOOMScoreAdjust=-999\n\n\
+         [Install]\nWantedBy=multi-user.target\n"
+    );
+    RemoteFile::new(unit_path("containerd.service"), 0o644, text)
+}
+
+// ---------------------------------------------------------------------------------------------
+// kubelet and kube-proxy
+
+const MASTER_TAINT: &str = "node-role.kubernetes.io/master";
+
+pub fn kubelet_config(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
+    let c = &plan.config;
+    let mut text = format!(
+        "# Written by ilha.\n\
+         apiVersion: kubelet.config.k8s.io/v1beta1\n\
+         kind: KubeletConfiguration\n\
+         authentication:\n  anonymous: {{enabled: false}}\n  webhook: {{enabled: true}}\n  \
+         x509: {{clientCAFile: {PKI_DIR}/ca.crt}}\n\
+         authorization: {{mode: Webhook}}\n\
+         cgroupDriver: systemd\n\
+         clusterDNS: [\"{dns}\"]\n\
+         clusterDomain: {domain}\n\
+         resolvConf: /etc/resolv.conf\n\
+         failSwapOn: false\n\
+         nodeStatusUpdateFrequency: 4s\n\
+         rotateCertificates: false\n\
+         serverTLSBootstrap: false\n",
+        dns = c.dns_service_ip(),
+        domain = c.dns_domain,
+    );
+    if plan.version.at_least(1, 27) {
+        // The flag is deprecated from 1.27; the field appeared then.
+        let _ = writeln!(text, "containerRuntimeEndpoint: unix://{CONTAINERD_SOCKET}");
+    }
+    if host.tainted_master() && plan.version.at_least(1, 23) {
+        let _ = writeln!(
+            text,
+            "registerWithTaints:\n- {{key: {MASTER_TAINT}, effect: NoSchedule}}"
+        );
+    }
+    RemoteFile::new(format!("{KUBELET_DIR}/config.yaml"), 0o644, text)
+}
+
+pub fn kubelet_unit(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
+    let mut flags = vec![
+        format!("--config={KUBELET_DIR}/config.yaml"),
+        format!("--kubeconfig={KUBERNETES_DIR}/kubelet.conf"),
+        format!("--hostname-override={}", host.name),
+        format!("--node-ip={}", host.ip),
+    ];
+    if !plan.version.at_least(1, 24) {
+        // Before 1.24 the default runtime is the built-in dockershim.
+        flags.push("--container-runtime=remote".to_string());
+    }
+    if !plan.version.at_least(1, 27) {
+        flags.push(format!(
+            "--container-runtime-endpoint=unix://{CONTAINERD_SOCKET}"
+        ));
+    }
+    if host.tainted_master() && !plan.version.at_least(1, 23) {
+        flags.push(format!("--register-with-taints={MASTER_TAINT}=:NoSchedule"));
+    }
+    // kubelet's in-tree AWS credential provider (gone in 1.27) probes the cloud metadata address
+    // at every start: a 6 s stall and packets to 169.254.169.254, which an air gap must not send.
+    let text = unit(
+        "kubelet (ilha)",
+        "containerd.service",
+        exec_start(&format!("{BIN_DIR}/kubelet"), &flags),
+        "Environment=AWS_EC2_METADATA_DISABLED=true\n",
+    )
+    .replace(
+        "Wants=network-online.target",
+        "Wants=network-online.target\nRequires=containerd.service",
+    );
+    RemoteFile::new(unit_path("kubelet.service"), 0o644, text)
+}
+
+pub fn kube_proxy_config(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
+    let text = format!(
+        "# Written by ilha.\n\
+         apiVersion: kubeproxy.config.k8s.io/v1alpha1\n\
+         kind: KubeProxyConfiguration\n\
+         clientConnection:\n  kubeconfig: {KUBERNETES_DIR}/kube-proxy.conf\n\
+         hostnameOverride: {name}\n\
+         bindAddress: 0.0.0.0\n\
+         clusterCIDR: {pods}\n\
+         mode: iptables\n\
+         # 0: leave the host's nf_conntrack_max alone; it can only be set from the first network\n\
+         # namespace, and kube-proxy crash-loops where it cannot.\n\
+         conntrack:\n  maxPerCore: 0\n",
+        name = host.name,
+        pods = plan.config.pod_cidr,
+    );
+    RemoteFile::new(format!("{KUBE_PROXY_DIR}/config.yaml"), 0o644, text)
+}
+
+pub fn kube_proxy_unit() -> RemoteFile {
+    let flags = vec![format!("--config={KUBE_PROXY_DIR}/config.yaml")];
+    let text = unit(
+        "kube-proxy (ilha)",
+        "network-online.target",
+        exec_start(&format!("{BIN_DIR}/kube-proxy"), &flags),
+        "",
+    );
+    RemoteFile::new(unit_path("kube-proxy.service"), 0o644, text)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pod network: bridge + host-local on each node, static routes between nodes
+
+pub fn cni_conflist(plan: &ClusterPlan, host: &HostPlan) -> Option<RemoteFile> {
+    let cidr = host.pod_cidr?;
+    let name = format!("{}-bridge", plan.config.cluster_name);
+    let text = format!(
+        r#"{{
+  "cniVersion": "0.4.0",
+  "name": "{name}",
+  "plugins": [
+    {{
+      "type": "bridge",
+      "bridge": "cni0",
+      "isGateway": true,
+      "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {{
+        "type": "host-local",
+        "ranges": [[{{"subnet": "{cidr}"}}]],
+        "routes": [{{"dst": "0.0.0.0/0"}}]
+      }}
+    }},
+    {{"type": "portmap", "capabilities": {{"portMappings": true}}}}
+  ]
+}}
+"#
+    );
+    Some(RemoteFile::new(
+        format!("{CNI_CONF_DIR}/10-ilha-bridge.conflist"),
+        0o644,
+        text,
+    ))
+}
+
+/// A script that routes every other node's pod range to that node, run at boot by a unit.
+pub fn routes_script(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
+    let mut text = String::from(
+        "#!/bin/sh\n# Written by ilha: each node's pod range is reached through that node.\nset -e\n\
+         sysctl -qw net.ipv4.ip_forward=1\n",
+    );
+    for other in plan.nodes().filter(|n| n.name != host.name) {
+        if let Some(cidr) = other.pod_cidr {
+            let _ = writeln!(
+                text,
+                "ip route replace {cidr} via {} # {}",
+                other.peer_ip, other.name
+            );
+        }
+    }
+    RemoteFile::new(ROUTES_SCRIPT, 0o755, text)
+}
+
+pub fn routes_unit() -> RemoteFile {
+    let text = format!(
+        "# Written by ilha.\n[Unit]\nDescription=ilha: routes to the other nodes' pod ranges\n\
+         After=network-online.target\nWants=network-online.target\nBefore=kubelet.service\n\n\
+         [Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart={ROUTES_SCRIPT}\n\n\
+         [Install]\nWantedBy=multi-user.target\n"
+    );
+    RemoteFile::new(unit_path("ilha-routes.service"), 0o644, text)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Node-local API proxy (workers)
+
+pub const APIPROXY_BINARY: &str = "/usr/local/bin/ilha";
+
+pub fn apiproxy_unit(plan: &ClusterPlan) -> RemoteFile {
+    let mut flags = vec![format!(
+        "--listen={}",
+        join_host_port("127.0.0.1".parse().expect("literal"), plan.config.api_port)
+    )];
+    for master in plan.control_plane() {
+        flags.push(format!(
+            "--backend={}",
+            join_host_port(master.peer_ip, plan.config.api_port)
+        ));
+    }
+    let mut args = vec!["apiproxy".to_string()];
+    args.extend(flags);
+    let text = unit(
+        "ilha node-local proxy to every kube-apiserver",
+        "network-online.target",
+        exec_start(APIPROXY_BINARY, &args),
+        "",
+    )
+    .replace(
+        "[Install]",
+        "[Install]\nRequiredBy=kubelet.service kube-proxy.service",
+    );
+    RemoteFile::new(unit_path("ilha-apiproxy.service"), 0o644, text)
+}
+
+/// Kernel settings every node needs (routing between pods and nodes).
+pub fn sysctl_conf() -> RemoteFile {
+    RemoteFile::new(
+        "/etc/sysctl.d/90-ilha.conf",
+        0o644,
+        "# Written by ilha: nodes route pod traffic.\nnet.ipv4.ip_forward = 1\n",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::tests_support::plan_for;
+
+    fn text(file: &RemoteFile) -> String {
+        String::from_utf8(file.content.clone()).unwrap()
+    }
+
+    #[test]
+    fn apiserver_insecure_port_flag_only_before_1_24() {
+        let old = plan_for("v1.20.2");
+        let new = plan_for("v1.34.1");
+        let m = &old.hosts[0];
+        assert!(text(&apiserver_unit(&old, m)).contains("--insecure-port=0"));
+        assert!(!text(&apiserver_unit(&new, &new.hosts[0])).contains("--insecure-port"));
+    }
+
+    #[test]
+    fn apiserver_talks_to_every_etcd_member() {
+        let plan = plan_for("v1.20.2");
+        let unit = text(&apiserver_unit(&plan, &plan.hosts[0]));
+        assert!(unit.contains(
+            "--etcd-servers=https://10.0.0.1:2379,https://10.0.0.2:2379,https://10.0.0.3:2379"
+        ));
+        assert!(unit.contains("TimeoutStopSec=5"));
+    }
+
+    #[test]
+    fn kubelet_runtime_and_taints_follow_the_version() {
+        let old = plan_for("v1.20.2");
+        let master = &old.hosts[0];
+        let worker = &old.hosts[3];
+        let unit = text(&kubelet_unit(&old, master));
+        assert!(unit.contains("--container-runtime=remote"));
+        assert!(
+            unit.contains("--container-runtime-endpoint=unix:///run/containerd/containerd.sock")
+        );
+        assert!(unit.contains("--register-with-taints=node-role.kubernetes.io/master=:NoSchedule"));
+        assert!(unit.contains("AWS_EC2_METADATA_DISABLED=true"));
+        assert!(!text(&kubelet_unit(&old, worker)).contains("register-with-taints"));
+        assert!(!text(&kubelet_config(&old, master)).contains("containerRuntimeEndpoint"));
+
+        let new = plan_for("v1.34.1");
+        let master = &new.hosts[0];
+        let unit = text(&kubelet_unit(&new, master));
+        assert!(!unit.contains("--container-runtime"));
+        assert!(!unit.contains("--register-with-taints"));
+        let config = text(&kubelet_config(&new, master));
+        assert!(
+            config.contains("containerRuntimeEndpoint: unix:///run/containerd/containerd.sock")
+        );
+        assert!(config.contains("registerWithTaints:"));
+        assert!(!text(&kubelet_config(&new, &new.hosts[3])).contains("registerWithTaints"));
+    }
+
+    #[test]
+    fn etcd_initial_cluster_names_every_member() {
+        let plan = plan_for("v1.20.2");
+        let unit = text(&etcd_unit(&plan, &plan.hosts[1]));
+        assert!(unit.contains("--name=node2"));
+        assert!(unit.contains(
+            "--initial-cluster=node1=https://10.0.0.1:2380,node2=https://10.0.0.2:2380,node3=https://10.0.0.3:2380"
+        ));
+        assert!(unit.contains("Type=notify"));
+    }
+
+    #[test]
+    fn routes_go_to_every_other_node_and_cni_uses_the_own_range() {
+        let plan = plan_for("v1.20.2");
+        let h4 = &plan.hosts[3];
+        let script = text(&routes_script(&plan, h4));
+        assert_eq!(script.matches("ip route replace").count(), 5);
+        assert!(!script.contains("# node4"));
+        assert!(script.contains("ip route replace 10.244.0.0/24 via 10.0.0.1 # node1"));
+        let cni = text(&cni_conflist(&plan, h4).unwrap());
+        assert!(cni.contains("\"subnet\": \"10.244.3.0/24\""));
+        serde_json::from_str::<serde_json::Value>(&cni).expect("conflist is JSON");
+    }
+
+    #[test]
+    fn apiproxy_spreads_over_every_master() {
+        let plan = plan_for("v1.20.2");
+        let unit = text(&apiproxy_unit(&plan));
+        assert!(unit.contains("--listen=127.0.0.1:6443"));
+        for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
+            assert!(unit.contains(&format!("--backend={ip}:6443")), "{unit}");
+        }
+    }
+
+    #[test]
+    fn containerd_uses_the_bundles_pause_image() {
+        let plan = plan_for("v1.20.2");
+        let config = text(&containerd_config(&plan));
+        assert!(config.contains("sandbox_image = \"k8s.gcr.io/pause:3.2\""));
+        assert!(config.contains("restrict_oom_score_adj = true"));
+    }
+}

@@ -1,0 +1,803 @@
+//! `ilha plan` and `ilha up`: from bundle, inventory and config to a running cluster.
+//!
+//! Order of business, and the promise it keeps: everything that can be checked without changing
+//! a host (bundle signature and digests, the requirement list, inventory and config, SSH to every
+//! host, preflight on every host) is checked first, and a failure there leaves every host as it
+//! was. Then phases run in order, hosts in parallel within a phase; each finished step is
+//! journaled on its host, so a re-run skips it and an interrupted run continues.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context as _, bail};
+
+use super::bundle::InstallBundle;
+use super::journal::{self, Journal};
+use super::paths::*;
+use super::steps::{self, Content, Phase, SelfBinary, Step};
+use super::{ClusterPlan, HostPlan, allocations, certs, images, render};
+use crate::config::ClusterConfig;
+use crate::inventory::Inventory;
+use crate::pki::Pki;
+use crate::preflight::{self, HostChecks, PortNeed};
+use crate::ssh::{Fleet, Session, SshError, SshOptions, Target};
+
+/// What `plan` and `up` are given.
+#[derive(Debug, Clone)]
+pub struct UpRequest {
+    pub bundle: PathBuf,
+    pub pubkey: PathBuf,
+    pub inventory: PathBuf,
+    pub config: Option<PathBuf>,
+    pub ssh: SshOptions,
+}
+
+/// One step's outcome on one host, for the summary.
+#[derive(Debug, Clone)]
+pub struct StepTiming {
+    pub host: String,
+    pub step: String,
+    pub elapsed: Duration,
+    pub changed: bool,
+}
+
+#[derive(Debug)]
+pub struct UpReport {
+    pub steps_run: usize,
+    pub steps_skipped: usize,
+    pub timings: Vec<StepTiming>,
+    pub admin_kubeconfig: PathBuf,
+    pub elapsed: Duration,
+    pub nodes_ready: usize,
+}
+
+impl UpReport {
+    pub fn changed_nothing(&self) -> bool {
+        self.steps_run == 0
+    }
+
+    /// The closing summary: what changed, the slowest steps, how to reach the cluster.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if self.changed_nothing() {
+            let _ = writeln!(
+                out,
+                "Nothing changed: all {} steps were already done on every host.",
+                self.steps_skipped
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "{} steps run, {} already done.",
+                self.steps_run, self.steps_skipped
+            );
+            let mut slowest: Vec<&StepTiming> = self.timings.iter().filter(|t| t.changed).collect();
+            slowest.sort_by_key(|t| std::cmp::Reverse(t.elapsed));
+            let _ = writeln!(out, "Slowest steps:");
+            for t in slowest.iter().take(10) {
+                let _ = writeln!(
+                    out,
+                    "  {:>7.1}s  {:<14} {}",
+                    t.elapsed.as_secs_f64(),
+                    t.host,
+                    t.step
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "{} nodes Ready in {:.1}s.\nAdmin kubeconfig: {}\n  kubectl --kubeconfig {} get nodes",
+            self.nodes_ready,
+            self.elapsed.as_secs_f64(),
+            self.admin_kubeconfig.display(),
+            self.admin_kubeconfig.display()
+        );
+        out
+    }
+}
+
+/// Everything resolved before a host is changed.
+struct Prepared {
+    plan: ClusterPlan,
+    bundle: InstallBundle,
+    fleet: Fleet,
+    steps: BTreeMap<String, Vec<Step>>,
+    journals: BTreeMap<String, Journal>,
+    state_dir: PathBuf,
+    pki: Pki,
+}
+
+fn say(line: impl AsRef<str>) {
+    eprintln!("{}", line.as_ref());
+}
+
+fn load_inputs(request: &UpRequest) -> anyhow::Result<(Inventory, ClusterConfig)> {
+    let inventory = Inventory::load(&request.inventory)?;
+    let config = match &request.config {
+        Some(path) => ClusterConfig::load(path)?,
+        None => ClusterConfig::default(),
+    };
+    config.check_inventory(&inventory)?;
+    Ok((inventory, config))
+}
+
+fn targets(inventory: &Inventory) -> Vec<Target> {
+    inventory
+        .hosts
+        .iter()
+        .map(|h| {
+            Target::new(h.name.clone(), h.ssh_host.clone())
+                .with_user(h.ssh_user.clone())
+                .with_port(h.ssh_port)
+        })
+        .collect()
+}
+
+/// Ports each role's services listen on, checked free by preflight (unless held by ilha's own
+/// unit, on a re-run).
+fn port_needs(host: &crate::inventory::Host, config: &ClusterConfig) -> Vec<PortNeed> {
+    use crate::inventory::Role;
+    let mut ports = Vec::new();
+    if host.has_role(Role::Etcd) {
+        ports.push(PortNeed {
+            port: 2379,
+            what: "etcd client",
+            owner_unit: "etcd.service",
+        });
+        ports.push(PortNeed {
+            port: 2380,
+            what: "etcd peer",
+            owner_unit: "etcd.service",
+        });
+    }
+    if host.has_role(Role::ControlPlane) {
+        ports.push(PortNeed {
+            port: config.api_port,
+            what: "kube-apiserver",
+            owner_unit: "kube-apiserver.service",
+        });
+        ports.push(PortNeed {
+            port: 10257,
+            what: "kube-controller-manager",
+            owner_unit: "kube-controller-manager.service",
+        });
+        ports.push(PortNeed {
+            port: 10259,
+            what: "kube-scheduler",
+            owner_unit: "kube-scheduler.service",
+        });
+    } else if host.is_kubernetes_node() {
+        ports.push(PortNeed {
+            port: config.api_port,
+            what: "node-local API proxy",
+            owner_unit: "ilha-apiproxy.service",
+        });
+    }
+    if host.is_kubernetes_node() {
+        ports.push(PortNeed {
+            port: 10250,
+            what: "kubelet",
+            owner_unit: "kubelet.service",
+        });
+        ports.push(PortNeed {
+            port: 10256,
+            what: "kube-proxy health",
+            owner_unit: "kube-proxy.service",
+        });
+    }
+    ports
+}
+
+async fn prepare(request: &UpRequest) -> anyhow::Result<Prepared> {
+    let started = Instant::now();
+    let (inventory, config) = load_inputs(request)?;
+    let state_dir = config.state_dir.clone();
+
+    say(format!("Verifying {} ...", request.bundle.display()));
+    let bundle = InstallBundle::open(&request.bundle, &request.pubkey, &state_dir)?;
+    say(format!("  {}", bundle.summary));
+    let version = config.resolve_kubernetes_version(&bundle.version)?;
+
+    say(format!("Connecting to {} hosts ...", inventory.hosts.len()));
+    let fleet = Fleet::connect(targets(&inventory), &request.ssh)
+        .await
+        .context("cannot reach every host; nothing was changed")?;
+
+    let platform_arch = bundle
+        .index
+        .platform
+        .split('/')
+        .nth(1)
+        .unwrap_or("amd64")
+        .to_string();
+    let checks: Vec<HostChecks> = inventory
+        .hosts
+        .iter()
+        .map(|h| HostChecks {
+            host: h.name.clone(),
+            expected_ip: h.ip,
+            ports: port_needs(h, &config),
+            arch: platform_arch.clone(),
+            min_memory_mib: if h.is_kubernetes_node() || h.has_role(crate::inventory::Role::Etcd) {
+                1024
+            } else {
+                512
+            },
+            min_disk_mib: 2048,
+            needs_container_runtime: h.is_kubernetes_node(),
+        })
+        .collect();
+    say("Preflight ...");
+    let report = preflight::run(&fleet, &checks, SystemTime::now()).await;
+    say(report.render());
+    if !report.passed() {
+        fleet.close().await;
+        bail!("preflight failed on at least one host (see the table above); nothing was changed");
+    }
+
+    // Addresses: the inventory's `ip=`, else what preflight found on the host.
+    let mut addresses: BTreeMap<String, IpAddr> = BTreeMap::new();
+    for host in &inventory.hosts {
+        let ip = match host.ip {
+            Some(ip) => ip,
+            None => report
+                .hosts
+                .iter()
+                .find(|r| r.host == host.name)
+                .and_then(|r| r.facts.detected_ip)
+                .with_context(|| {
+                    format!(
+                        "{}: no `ip=` in {} (line {}) and no default-route address found on the host",
+                        host.name,
+                        inventory.source.display(),
+                        host.line
+                    )
+                })?,
+        };
+        addresses.insert(host.name.clone(), ip);
+    }
+    let node_names: Vec<&str> = inventory
+        .kubernetes_nodes()
+        .map(|h| h.name.as_str())
+        .collect();
+    let ranges = allocations::allocate(
+        &state_dir,
+        config.pod_cidr,
+        config.node_cidr_prefix(),
+        &node_names,
+    )?;
+    let hosts = inventory
+        .hosts
+        .iter()
+        .map(|h| {
+            let ip = addresses[&h.name];
+            HostPlan {
+                name: h.name.clone(),
+                ip,
+                peer_ip: h.access_ip.unwrap_or(ip),
+                roles: h.roles.clone(),
+                pod_cidr: ranges.get(&h.name).copied(),
+            }
+        })
+        .collect();
+    let plan = ClusterPlan {
+        config,
+        version,
+        pause_image: bundle.pause_image(),
+        hosts,
+    };
+
+    let pki = Pki::open_or_init(&state_dir.join("pki"))
+        .with_context(|| format!("opening the cluster PKI in {}", state_dir.display()))?;
+    let archive = images::archive(&bundle.images_dir(), &bundle.dir.join("images.tar"))?;
+    let archive_sha = steps::file_sha256(&archive)?;
+    let exe = std::env::current_exe().context("locating the running ilha binary")?;
+    let ilha = SelfBinary {
+        sha256: steps::file_sha256(&exe)?,
+        path: exe,
+    };
+    let mut host_steps = BTreeMap::new();
+    for host in &plan.hosts {
+        let list = steps::host_steps(
+            &plan,
+            &bundle,
+            &pki,
+            host,
+            &(archive.clone(), archive_sha.clone()),
+            &ilha,
+        )?;
+        host_steps.insert(host.name.clone(), list);
+    }
+
+    let journals = read_journals(&fleet).await?;
+    tracing::debug!(elapsed = ?started.elapsed(), "prepared");
+    Ok(Prepared {
+        plan,
+        bundle,
+        fleet,
+        steps: host_steps,
+        journals,
+        state_dir,
+        pki,
+    })
+}
+
+async fn read_journals(fleet: &Fleet) -> anyhow::Result<BTreeMap<String, Journal>> {
+    let report = fleet
+        .each(async |_, session| session.run(&journal::read_script()).await)
+        .await;
+    let mut journals = BTreeMap::new();
+    let mut errors = Vec::new();
+    for outcome in report.hosts {
+        match outcome.result {
+            Ok(output) => {
+                journals.insert(outcome.host, Journal::parse(&output.stdout));
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if !errors.is_empty() {
+        bail!("reading the hosts' journals: {}", errors.join("; "));
+    }
+    Ok(journals)
+}
+
+/// `ilha plan`: what `up` would do on each host, changing nothing.
+pub async fn plan(request: &UpRequest) -> anyhow::Result<String> {
+    let prepared = prepare(request).await?;
+    let mut out = String::new();
+    let mut to_run = 0;
+    for host in &prepared.plan.hosts {
+        let journal = &prepared.journals[&host.name];
+        let roles: Vec<String> = host.roles.iter().map(|r| r.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "{} ({}, {}{})",
+            host.name,
+            host.ip,
+            roles.join(", "),
+            host.pod_cidr
+                .map(|c| format!(", pods {c}"))
+                .unwrap_or_default()
+        );
+        for step in &prepared.steps[&host.name] {
+            let done = journal.is_done(step.id, &step.digest);
+            if !done {
+                to_run += 1;
+            }
+            let files: Vec<&str> = step
+                .uploads
+                .iter()
+                .map(|u| u.remote_path.as_str())
+                .collect();
+            let _ = writeln!(
+                out,
+                "  {:<8} {:<14} {} file(s), {:.1} MiB{}",
+                if done { "done" } else { "will run" },
+                step.id,
+                files.len(),
+                step.upload_bytes() as f64 / (1024.0 * 1024.0),
+                if done || files.len() > 4 {
+                    String::new()
+                } else {
+                    format!(": {}", files.join(" "))
+                }
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{to_run} step(s) to run. Nothing was changed (state: {}).",
+        prepared.state_dir.display()
+    );
+    prepared.fleet.close().await;
+    Ok(out)
+}
+
+/// Shell function the step scripts use to put a small file in place: decoded from base64 into a
+/// temporary name next to it, its sha256 checked, then renamed, so the path never holds a
+/// partial or corrupt file.
+const PUT_FILE: &str = r#"put() { # PATH MODE SHA256, content as base64 on stdin
+  mkdir -p "$(dirname "$1")"
+  t=$(mktemp "$1.ilha-tmp.XXXXXX")
+  base64 -d > "$t"
+  if ! printf '%s  %s\n' "$3" "$t" | sha256sum --check --status; then
+    rm -f "$t"; echo "$1: sha256 on arrival is not $3" >&2; exit 97
+  fi
+  chmod "$2" "$t"; mv -f "$t" "$1"
+}
+"#;
+
+/// Runs one step on one host: large files (binaries, the image archive) are streamed unless
+/// already in place; small ones travel inside the step's script, which then acts and journals
+/// the step, all in one round trip.
+async fn run_step(session: &Session, step: &Step) -> Result<(), SshError> {
+    let large: Vec<&steps::Upload> = step
+        .uploads
+        .iter()
+        .filter(|u| matches!(u.content, Content::File { .. }))
+        .collect();
+    if !large.is_empty() {
+        // Files already in place (an earlier, interrupted run) are not sent again.
+        let mut check = String::from("for f in");
+        for upload in &large {
+            check.push(' ');
+            check.push_str(&super::shell_quote(&upload.remote_path));
+        }
+        check.push_str("; do if [ -f \"$f\" ]; then sha256sum \"$f\"; fi; done");
+        let present = session.run(&check).await?.stdout;
+        for upload in large {
+            let in_place = present.lines().any(|l| {
+                l.split_once("  ") == Some((upload.sha256.as_str(), upload.remote_path.as_str()))
+            });
+            if in_place {
+                continue;
+            }
+            let Content::File { path, .. } = &upload.content else {
+                unreachable!("filtered above")
+            };
+            session
+                .upload_with_digest(
+                    crate::ssh::UploadSource::File(path),
+                    &upload.sha256,
+                    &upload.remote_path,
+                    upload.mode,
+                )
+                .await?;
+        }
+    }
+    let mut script = String::from(PUT_FILE);
+    for upload in &step.uploads {
+        if let Content::Bytes(bytes) = &upload.content {
+            use base64::Engine as _;
+            let _ = write!(
+                script,
+                "put {} {:o} {} <<'ILHA_EOF'\n{}\nILHA_EOF\n",
+                super::shell_quote(&upload.remote_path),
+                upload.mode,
+                upload.sha256,
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            );
+        }
+    }
+    script.push_str(&step.script);
+    script.push('\n');
+    script.push_str(&journal::record_script(step.id, &step.digest));
+    script.push('\n');
+    session
+        .run_script(&format!("step {}", step.id), &script)
+        .await?;
+    Ok(())
+}
+
+/// Runs `phase`'s steps on every host that has some, hosts in parallel.
+async fn run_phase(
+    prepared: &Prepared,
+    phase: Phase,
+    timings: &mut Vec<StepTiming>,
+) -> anyhow::Result<(usize, usize)> {
+    let report = prepared
+        .fleet
+        .each(async |target, session| {
+            let mut done = Vec::new();
+            let journal = &prepared.journals[&target.name];
+            for step in prepared.steps[&target.name]
+                .iter()
+                .filter(|s| s.phase == phase)
+            {
+                if journal.is_done(step.id, &step.digest) {
+                    done.push((step.id, Duration::ZERO, false));
+                    continue;
+                }
+                let started = Instant::now();
+                if let Err(e) = run_step(session, step).await {
+                    return Err((done, step.id, e));
+                }
+                let elapsed = started.elapsed();
+                say(format!(
+                    "  {:<14} {:<14} done in {:.1}s",
+                    target.name,
+                    step.id,
+                    elapsed.as_secs_f64()
+                ));
+                done.push((step.id, elapsed, true));
+            }
+            Ok(done)
+        })
+        .await;
+    let (mut run, mut skipped) = (0, 0);
+    let mut failures = Vec::new();
+    for outcome in report.hosts {
+        let finished = match outcome.result {
+            Ok(done) => done,
+            Err((done, step, error)) => {
+                failures.push(format!("{}: step `{step}`: {error}", outcome.host));
+                done
+            }
+        };
+        for (step, elapsed, changed) in finished {
+            if changed {
+                run += 1;
+            } else {
+                skipped += 1;
+            }
+            timings.push(StepTiming {
+                host: outcome.host.clone(),
+                step: step.to_string(),
+                elapsed,
+                changed,
+            });
+        }
+    }
+    if !failures.is_empty() {
+        bail!(
+            "phase `{}` failed:\n  {}\nSteps finished so far are journaled on each host; \
+             fix the cause and run `ilha up` again to continue from here.",
+            phase.title(),
+            failures.join("\n  ")
+        );
+    }
+    Ok((run, skipped))
+}
+
+/// Retries `script` on `session` until it succeeds or `timeout` passes.
+async fn wait_for(
+    session: &Session,
+    what: &str,
+    script: &str,
+    timeout: Duration,
+) -> anyhow::Result<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match session.run(script).await {
+            Ok(out) => return Ok(out.stdout),
+            Err(e) if Instant::now() >= deadline => {
+                bail!(
+                    "{}: {what} not reached within {}s: {e}",
+                    session.name(),
+                    timeout.as_secs()
+                )
+            }
+            Err(e) if e.is_connection_lost() => return Err(e.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+fn etcd_health_script(plan: &ClusterPlan) -> String {
+    format!(
+        "ETCDCTL_API=3 {BIN_DIR}/etcdctl --endpoints={} --cacert={ETCD_PKI_DIR}/ca.crt \
+         --cert={ETCD_PKI_DIR}/healthcheck-client.crt --key={ETCD_PKI_DIR}/healthcheck-client.key \
+         --command-timeout=3s endpoint health",
+        render::etcd_endpoints(plan)
+    )
+}
+
+fn kubectl(args: &str) -> String {
+    format!("{BIN_DIR}/kubectl --kubeconfig={ADMIN_CONF} --request-timeout=5s {args}")
+}
+
+/// `ilha up`.
+pub async fn up(request: &UpRequest) -> anyhow::Result<UpReport> {
+    let started = Instant::now();
+    let prepared = prepare(request).await?;
+    let plan = &prepared.plan;
+    let mut timings = Vec::new();
+    let (mut run, mut skipped) = (0, 0);
+    let wait = |host: &str, what: &str, t: Instant, timings: &mut Vec<StepTiming>| {
+        timings.push(StepTiming {
+            host: host.to_string(),
+            step: format!("wait: {what}"),
+            elapsed: t.elapsed(),
+            changed: false,
+        });
+    };
+
+    for phase in Phase::ALL {
+        say(format!("Phase: {}", phase.title()));
+        let (r, s) = run_phase(&prepared, phase, &mut timings).await?;
+        run += r;
+        skipped += s;
+        match phase {
+            Phase::Etcd => {
+                let first = plan.etcd_members().next().expect("validated: etcd hosts");
+                let session = prepared.fleet.session(&first.name).expect("connected");
+                let t = Instant::now();
+                wait_for(
+                    session,
+                    "etcd cluster health",
+                    &etcd_health_script(plan),
+                    Duration::from_secs(120),
+                )
+                .await?;
+                wait("cluster", "etcd healthy", t, &mut timings);
+                say(format!(
+                    "  etcd: {} members healthy",
+                    plan.etcd_members().count()
+                ));
+            }
+            Phase::ControlPlane => {
+                let t = Instant::now();
+                for master in plan.control_plane() {
+                    let session = prepared.fleet.session(&master.name).expect("connected");
+                    wait_for(
+                        session,
+                        "kube-apiserver /readyz",
+                        &kubectl("get --raw=/readyz"),
+                        Duration::from_secs(180),
+                    )
+                    .await?;
+                }
+                wait("cluster", "API ready", t, &mut timings);
+                say("  kube-apiserver ready on every control-plane host");
+            }
+            _ => {}
+        }
+    }
+
+    let master = plan
+        .control_plane()
+        .next()
+        .expect("validated: a control-plane host");
+    let session = prepared.fleet.session(&master.name).expect("connected");
+    let t = Instant::now();
+    let nodes_ready = wait_nodes_ready(session, plan, Duration::from_secs(240)).await?;
+    wait("cluster", "nodes Ready", t, &mut timings);
+    run += finish_nodes(session, plan).await?;
+    run += apply_addons(&prepared, session).await?;
+
+    let admin = prepared.state_dir.join("admin.conf");
+    let text = certs::operator_admin_kubeconfig(&prepared.pki, plan)?;
+    if std::fs::read_to_string(&admin).ok().as_deref() != Some(text.as_str()) {
+        allocations::write_atomically(&admin, text.as_bytes())?;
+        set_private(&admin)?;
+    }
+    prepared.fleet.close().await;
+    Ok(UpReport {
+        steps_run: run,
+        steps_skipped: skipped,
+        timings,
+        admin_kubeconfig: std::path::absolute(&admin).unwrap_or(admin),
+        elapsed: started.elapsed(),
+        nodes_ready,
+    })
+}
+
+fn set_private(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 600 {}", path.display()))
+}
+
+async fn wait_nodes_ready(
+    session: &Session,
+    plan: &ClusterPlan,
+    timeout: Duration,
+) -> anyhow::Result<usize> {
+    let want: Vec<&str> = plan.nodes().map(|n| n.name.as_str()).collect();
+    let script = kubectl(
+        "get nodes -o jsonpath='{range .items[*]}{.metadata.name} {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}'",
+    );
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = session
+            .run(&script)
+            .await
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+        let ready: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(_, status)| *status == "True")
+            .map(|(name, _)| name)
+            .collect();
+        let missing: Vec<&str> = want
+            .iter()
+            .copied()
+            .filter(|n| !ready.contains(n))
+            .collect();
+        if missing.is_empty() {
+            say(format!("  {} nodes Ready", want.len()));
+            return Ok(want.len());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "nodes not Ready within {}s: {} (look at `journalctl -u kubelet` on them)",
+                timeout.as_secs(),
+                missing.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Control-plane labels (kubelets may not set `node-role` labels on themselves) and each node's
+/// pod range on its Node object. Returns how many nodes were changed.
+async fn finish_nodes(session: &Session, plan: &ClusterPlan) -> anyhow::Result<usize> {
+    // Label values are empty, so "labelled" is asked with a selector, not read with jsonpath.
+    let out = session
+        .run(&format!(
+            "{}\necho ---\n{}",
+            kubectl(
+                "get nodes -o jsonpath='{range .items[*]}{.metadata.name}={.spec.podCIDR}{\"\\n\"}{end}'"
+            ),
+            kubectl("get nodes -l node-role.kubernetes.io/control-plane -o name"),
+        ))
+        .await?
+        .stdout;
+    let (cidrs, labelled) = out.split_once("---").unwrap_or((out.as_str(), ""));
+    let labelled: Vec<&str> = labelled
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("node/"))
+        .collect();
+    let mut changed = 0;
+    for line in cidrs.lines() {
+        let Some((name, cidr)) = line.trim().split_once('=') else {
+            continue;
+        };
+        let Some(host) = plan.host(name) else {
+            continue;
+        };
+        let mut script = String::new();
+        if host.is_control_plane() && !labelled.contains(&name) {
+            script.push_str(&kubectl(&format!(
+                "label node {name} node-role.kubernetes.io/control-plane= node-role.kubernetes.io/master= --overwrite\n"
+            )));
+        }
+        if let (Some(range), true) = (host.pod_cidr, cidr.is_empty()) {
+            script.push_str(&kubectl(&format!(
+                "patch node {name} --type=merge -p '{{\"spec\":{{\"podCIDR\":\"{range}\",\"podCIDRs\":[\"{range}\"]}}}}'\n"
+            )));
+        }
+        if !script.is_empty() {
+            session.run(&script).await?;
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}
+
+/// `kubectl apply` of the bundle's `addon-*.yaml` files, when their content changed since the last
+/// time (recorded in the first master's journal like any step).
+async fn apply_addons(prepared: &Prepared, session: &Session) -> anyhow::Result<usize> {
+    let addons = prepared.bundle.addons();
+    if addons.is_empty() {
+        return Ok(0);
+    }
+    let mut uploads = Vec::new();
+    let mut script = String::new();
+    for (name, path) in &addons {
+        let remote = format!("{ILHA_DIR}/{name}");
+        let sha256 = steps::file_sha256(path)?;
+        script.push_str(&kubectl(&format!(
+            "apply -f {}\n",
+            super::shell_quote(&remote)
+        )));
+        uploads.push((remote, path.clone(), sha256));
+    }
+    let digest = {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        for (remote, _, sha) in &uploads {
+            h.update(format!("{remote}\0{sha}\0").as_bytes());
+        }
+        hex::encode(h.finalize())
+    };
+    if prepared.journals[session.name()].is_done("addons", &digest) {
+        return Ok(0);
+    }
+    for (remote, path, sha256) in &uploads {
+        session
+            .upload_with_digest(crate::ssh::UploadSource::File(path), sha256, remote, 0o644)
+            .await?;
+    }
+    session.run(&script).await?;
+    session
+        .run(&journal::record_script("addons", &digest))
+        .await?;
+    say(format!("  applied {} addon manifest(s)", addons.len()));
+    Ok(1)
+}

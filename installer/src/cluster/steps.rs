@@ -1,0 +1,393 @@
+//! The steps that bring one host to its planned state, in order, grouped in phases that run on
+//! all hosts at once. A step is what it uploads plus the script that acts on it; its digest
+//! covers both (and, for services, the certificates and binaries they use), so an unchanged
+//! step is recognised from the host's journal and skipped.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use ilha_format::cluster::NodeRole;
+use sha2::{Digest, Sha256};
+
+use super::bundle::InstallBundle;
+use super::paths::*;
+use super::render::{self, RemoteFile};
+use super::{ClusterPlan, HostPlan, certs};
+use crate::pki::Pki;
+
+/// Phases run one after another; within a phase, hosts run in parallel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    /// Binaries, certificates, kernel settings: every host.
+    Prepare,
+    /// etcd members start and form a quorum.
+    Etcd,
+    /// kube-apiserver, controller-manager and scheduler on the masters.
+    ControlPlane,
+    /// containerd, images, pod network, kubelet, kube-proxy on every node.
+    Nodes,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 4] = [
+        Phase::Prepare,
+        Phase::Etcd,
+        Phase::ControlPlane,
+        Phase::Nodes,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Phase::Prepare => "prepare hosts",
+            Phase::Etcd => "etcd",
+            Phase::ControlPlane => "control plane",
+            Phase::Nodes => "nodes",
+        }
+    }
+}
+
+/// Where an upload's bytes come from.
+#[derive(Debug, Clone)]
+pub enum Content {
+    Bytes(Vec<u8>),
+    /// A local file whose sha256 is already known (a bundle entry, the image archive).
+    File {
+        path: PathBuf,
+        sha256: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub remote_path: String,
+    pub mode: u32,
+    pub content: Content,
+    pub sha256: String,
+}
+
+impl Upload {
+    fn file(file: RemoteFile) -> Upload {
+        let sha256 = hex::encode(Sha256::digest(&file.content));
+        Upload {
+            remote_path: file.path,
+            mode: file.mode,
+            content: Content::Bytes(file.content),
+            sha256,
+        }
+    }
+
+    fn local(remote_path: String, mode: u32, path: PathBuf, sha256: String) -> Upload {
+        Upload {
+            remote_path,
+            mode,
+            content: Content::File {
+                path,
+                sha256: sha256.clone(),
+            },
+            sha256,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Stable name, recorded in the journal (`kubelet`, `control-plane`).
+    pub id: &'static str,
+    pub phase: Phase,
+    pub uploads: Vec<Upload>,
+    /// Runs after the uploads (bash, `set -euo pipefail`).
+    pub script: String,
+    pub digest: String,
+}
+
+impl Step {
+    fn new(
+        id: &'static str,
+        phase: Phase,
+        uploads: Vec<Upload>,
+        script: String,
+        depends_on: &[&str],
+    ) -> Step {
+        let mut hasher = Sha256::new();
+        hasher.update(id.as_bytes());
+        for upload in &uploads {
+            hasher.update(
+                format!(
+                    "\0{}\0{:o}\0{}",
+                    upload.remote_path, upload.mode, upload.sha256
+                )
+                .as_bytes(),
+            );
+        }
+        hasher.update(b"\0script\0");
+        hasher.update(script.as_bytes());
+        for dependency in depends_on {
+            hasher.update(b"\0dep\0");
+            hasher.update(dependency.as_bytes());
+        }
+        Step {
+            id,
+            phase,
+            uploads,
+            script,
+            digest: hex::encode(hasher.finalize()),
+        }
+    }
+
+    /// Bytes this step sends.
+    pub fn upload_bytes(&self) -> u64 {
+        self.uploads
+            .iter()
+            .map(|u| match &u.content {
+                Content::Bytes(b) => b.len() as u64,
+                Content::File { path, .. } => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            })
+            .sum()
+    }
+}
+
+/// CNI plugins live in their own directory; runc where containerd's config points.
+fn binary_destination(name: &str) -> String {
+    match name {
+        "bridge" | "host-local" | "loopback" | "portmap" => format!("{CNI_BIN_DIR}/{name}"),
+        "runc" => RUNC.to_string(),
+        _ => format!("{BIN_DIR}/{name}"),
+    }
+}
+
+fn roles_of(host: &HostPlan) -> Vec<NodeRole> {
+    let mut roles = Vec::new();
+    if host.is_etcd() {
+        roles.push(NodeRole::Etcd);
+    }
+    if host.is_control_plane() {
+        roles.push(NodeRole::ControlPlane);
+    }
+    if host.is_node() {
+        roles.push(NodeRole::Node);
+    }
+    roles
+}
+
+fn restart_units(units: &[&str]) -> String {
+    let list = units.join(" ");
+    format!("systemctl daemon-reload\nsystemctl enable --quiet {list}\nsystemctl restart {list}\n")
+}
+
+/// The ilha binary running this install, for the node-local API proxy.
+pub struct SelfBinary {
+    pub path: PathBuf,
+    pub sha256: String,
+}
+
+/// Every step for `host`, in order.
+pub fn host_steps(
+    plan: &ClusterPlan,
+    bundle: &InstallBundle,
+    pki: &Pki,
+    host: &HostPlan,
+    images_archive: &(PathBuf, String),
+    ilha: &SelfBinary,
+) -> anyhow::Result<Vec<Step>> {
+    let mut steps = Vec::new();
+
+    // Prepare ---------------------------------------------------------------------------------
+    let mut system_script = format!("mkdir -p {ILHA_DIR} {KUBERNETES_DIR} {PKI_DIR}\n");
+    let mut system_uploads = Vec::new();
+    if host.is_node() {
+        system_uploads.push(Upload::file(render::sysctl_conf()));
+        system_script.push_str(&format!(
+            "mkdir -p {KUBELET_DIR} {KUBE_PROXY_DIR} {CNI_CONF_DIR} {CNI_BIN_DIR}\n\
+             sysctl -qw net.ipv4.ip_forward=1\n"
+        ));
+    }
+    steps.push(Step::new(
+        "system",
+        Phase::Prepare,
+        system_uploads,
+        system_script,
+        &[],
+    ));
+
+    let mut names: Vec<&str> = Vec::new();
+    for role in roles_of(host) {
+        for name in bundle.requirements.binaries_for(role) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    let mut binaries = Vec::new();
+    for name in names {
+        let (path, sha256) = bundle.binary(name)?;
+        binaries.push(Upload::local(binary_destination(name), 0o755, path, sha256));
+    }
+    let binaries = Step::new("binaries", Phase::Prepare, binaries, "true".into(), &[]);
+    let binaries_digest = binaries.digest.clone();
+    steps.push(binaries);
+
+    let cert_files = certs::files_for(pki, plan, host)?;
+    let certificates = Step::new(
+        "certificates",
+        Phase::Prepare,
+        cert_files.into_iter().map(Upload::file).collect(),
+        "true".into(),
+        &[],
+    );
+    let certs_digest = certificates.digest.clone();
+    steps.push(certificates);
+    // Services restart when their binaries or certificates change.
+    let deps = [binaries_digest.as_str(), certs_digest.as_str()];
+
+    // etcd ------------------------------------------------------------------------------------
+    if host.is_etcd() {
+        // --no-block: a member's start only completes once a quorum is up, which needs the
+        // other members started too; the run waits for cluster health afterwards.
+        steps.push(Step::new(
+            "etcd",
+            Phase::Etcd,
+            vec![Upload::file(render::etcd_unit(plan, host))],
+            "systemctl daemon-reload\nsystemctl enable --quiet etcd.service\n\
+             systemctl restart --no-block etcd.service\n"
+                .into(),
+            &deps,
+        ));
+    }
+
+    // Control plane ---------------------------------------------------------------------------
+    if host.is_control_plane() {
+        steps.push(Step::new(
+            "control-plane",
+            Phase::ControlPlane,
+            vec![
+                Upload::file(render::apiserver_unit(plan, host)),
+                Upload::file(render::controller_manager_unit(plan)),
+                Upload::file(render::scheduler_unit()),
+            ],
+            restart_units(&[
+                "kube-apiserver.service",
+                "kube-controller-manager.service",
+                "kube-scheduler.service",
+            ]),
+            &deps,
+        ));
+    }
+
+    // Nodes -----------------------------------------------------------------------------------
+    if host.is_node() {
+        steps.push(Step::new(
+            "containerd",
+            Phase::Nodes,
+            vec![
+                Upload::file(render::containerd_config(plan)),
+                Upload::file(render::containerd_unit()),
+            ],
+            restart_units(&["containerd.service"]),
+            &deps,
+        ));
+        let (archive, archive_sha) = images_archive;
+        // The list is captured first: `ctr … | grep -q` under pipefail fails whenever grep
+        // exits before ctr has written everything.
+        let mut import = format!(
+            "{BIN_DIR}/ctr --namespace k8s.io images import {IMAGES_ARCHIVE} >/dev/null\n\
+             present=$({BIN_DIR}/ctr --namespace k8s.io images list --quiet)\n"
+        );
+        for image in &bundle.index.images {
+            let _ = writeln!(
+                import,
+                "grep -Fxq {} <<<\"$present\" || \
+                 {{ echo 'image {} missing after import' >&2; exit 1; }}",
+                super::shell_quote(&image.name),
+                image.name
+            );
+        }
+        import.push_str(&format!("rm -f {IMAGES_ARCHIVE}\n"));
+        steps.push(Step::new(
+            "images",
+            Phase::Nodes,
+            vec![Upload::local(
+                IMAGES_ARCHIVE.to_string(),
+                0o644,
+                archive.clone(),
+                archive_sha.clone(),
+            )],
+            import,
+            &deps,
+        ));
+        let mut network = vec![
+            Upload::file(render::routes_script(plan, host)),
+            Upload::file(render::routes_unit()),
+        ];
+        if let Some(conflist) = render::cni_conflist(plan, host) {
+            network.push(Upload::file(conflist));
+        }
+        steps.push(Step::new(
+            "pod-network",
+            Phase::Nodes,
+            network,
+            restart_units(&["ilha-routes.service"]),
+            &deps,
+        ));
+        if host.needs_api_proxy()
+            && matches!(
+                plan.config.api_endpoint,
+                crate::config::ApiEndpoint::NodeLocal
+            )
+        {
+            steps.push(Step::new(
+                "api-proxy",
+                Phase::Nodes,
+                vec![
+                    Upload::local(
+                        render::APIPROXY_BINARY.to_string(),
+                        0o755,
+                        ilha.path.clone(),
+                        ilha.sha256.clone(),
+                    ),
+                    Upload::file(render::apiproxy_unit(plan)),
+                ],
+                restart_units(&["ilha-apiproxy.service"]),
+                &deps,
+            ));
+        }
+        steps.push(Step::new(
+            "kubelet",
+            Phase::Nodes,
+            vec![
+                Upload::file(render::kubelet_config(plan, host)),
+                Upload::file(render::kubelet_unit(plan, host)),
+            ],
+            restart_units(&["kubelet.service"]),
+            &deps,
+        ));
+        steps.push(Step::new(
+            "kube-proxy",
+            Phase::Nodes,
+            vec![
+                Upload::file(render::kube_proxy_config(plan, host)),
+                Upload::file(render::kube_proxy_unit()),
+            ],
+            restart_units(&["kube-proxy.service"]),
+            &deps,
+        ));
+    }
+    Ok(steps)
+}
+
+/// sha256 of a local file, streamed.
+pub fn file_sha256(path: &Path) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut file, &mut buffer)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}

@@ -1,0 +1,90 @@
+//! `ilha plan` and `ilha up`: the arguments they share and the runtime they run on.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cluster::run::{self, UpRequest};
+use crate::ssh::{KnownHostsPolicy, SshOptions};
+
+#[derive(Debug, clap::Args)]
+pub struct ClusterArgs {
+    /// The bundle (`.tar.zst`) made by `ilha-bundler build`.
+    pub bundle: PathBuf,
+    /// The minisign public key the bundle must be signed with.
+    #[arg(long, env = "ILHA_PUBKEY")]
+    pub pubkey: PathBuf,
+    /// The inventory: Kubespray INI or YAML.
+    #[arg(short, long, value_name = "FILE")]
+    pub inventory: PathBuf,
+    /// The cluster config (YAML); defaults apply without it.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub ssh: SshArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SshArgs {
+    /// ssh_config file (`ssh -F`); default: ~/.ssh/config as ssh reads it.
+    #[arg(long, value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+    /// known_hosts file; default: ssh_config's (~/.ssh/known_hosts).
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+    /// Learn the host key of hosts never seen before (a changed key is still refused).
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// Most hosts worked on at once.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub parallel: usize,
+    /// Seconds to wait for each host's SSH connection.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub connect_timeout: u64,
+}
+
+impl SshArgs {
+    pub fn options(&self) -> SshOptions {
+        SshOptions {
+            config_file: self.ssh_config.clone(),
+            known_hosts_file: self.known_hosts.clone(),
+            known_hosts_policy: if self.accept_new_host_keys {
+                KnownHostsPolicy::AcceptNew
+            } else {
+                KnownHostsPolicy::Strict
+            },
+            connect_timeout: Duration::from_secs(self.connect_timeout),
+            max_parallel: self.parallel.max(1),
+            ..SshOptions::default()
+        }
+    }
+}
+
+impl ClusterArgs {
+    fn request(&self) -> UpRequest {
+        UpRequest {
+            bundle: self.bundle.clone(),
+            pubkey: self.pubkey.clone(),
+            inventory: self.inventory.clone(),
+            config: self.config.clone(),
+            ssh: self.ssh.options(),
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+pub fn run_plan(args: &ClusterArgs) -> anyhow::Result<()> {
+    let text = runtime()?.block_on(run::plan(&args.request()))?;
+    print!("{text}");
+    Ok(())
+}
+
+pub fn run_up(args: &ClusterArgs) -> anyhow::Result<()> {
+    let report = runtime()?.block_on(run::up(&args.request()))?;
+    print!("{}", report.render());
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! What the cluster suites share: the lab bundle (built once per test binary, cached across
+//! binaries), fresh hosts, inventories for each layout, and running the real `ilha` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ilha_bundler::build::{BuildOptions, build};
+use sha2::{Digest, Sha256};
+use xtask::artifacts;
+use xtask::lab::{Lab, LabConfig};
+
+use crate::{LabSession, lab_locked};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `ilha` binary next to this test binary (target/<profile>/ilha). `make test` and
+/// `cargo test --workspace` build it; a missing binary is a loud failure, not a skip.
+pub fn ilha_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let bin = profile_dir.join("ilha");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first (`cargo build -p ilha`; `make test` does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A signed bundle of `manifests/lab.yaml` and its public key.
+#[derive(Debug, Clone)]
+pub struct LabBundle {
+    pub bundle: PathBuf,
+    pub pubkey: PathBuf,
+    pub dir: PathBuf,
+}
+
+static BUNDLE: Mutex<Option<LabBundle>> = Mutex::new(None);
+
+/// Builds the lab bundle (artifacts served first), reusing one built earlier from the same
+/// manifest and artifacts.
+pub fn lab_bundle() -> LabBundle {
+    let mut slot = BUNDLE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(bundle) = slot.as_ref() {
+        return bundle.clone();
+    }
+    let config = LabConfig::from_env();
+    let served = artifacts::ensure_served(&config)
+        .unwrap_or_else(|err| panic!("serving the lab's artifacts: {err:#}"));
+    let manifest = workspace().join("manifests/lab.yaml");
+    let mut key = Sha256::new();
+    key.update(std::fs::read(&manifest).expect("manifests/lab.yaml"));
+    for b in &served.artifacts.binaries {
+        key.update(format!("{} {}\n", b.name, b.sha256).as_bytes());
+    }
+    for i in &served.artifacts.images {
+        key.update(format!("{} {}\n", i.name, i.layout.manifest_digest).as_bytes());
+    }
+    let key = hex::encode(key.finalize());
+    let dir = config.state_dir.join("e2e-bundle").join(&key[..16]);
+    let bundle = LabBundle {
+        bundle: dir.join("lab.tar.zst"),
+        pubkey: dir.join("ilha.pub"),
+        dir: dir.clone(),
+    };
+    if !bundle.bundle.is_file() {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (secret, _public) = ilha_format::sign::generate_keypair(&dir, None).unwrap();
+        let options = BuildOptions {
+            manifest,
+            key: secret,
+            password: None,
+            out: Some(bundle.bundle.clone()),
+            insecure_registries: vec![served.registry.to_string()],
+            platform: None,
+            jobs: 6,
+            zstd_level: 1,
+        };
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let (_cancel_tx, cancel) = tokio::sync::watch::channel(false);
+        runtime
+            .block_on(build(&options, cancel))
+            .unwrap_or_else(|err| panic!("ilha-bundler build manifests/lab.yaml: {err:#}"));
+    }
+    *slot = Some(bundle.clone());
+    bundle
+}
+
+/// The lab with freshly made hosts, wiped again when dropped: a cluster leaves hosts full of
+/// services that later suites must not inherit.
+pub struct FreshLab {
+    session: LabSession,
+}
+
+impl std::ops::Deref for FreshLab {
+    type Target = Lab;
+    fn deref(&self) -> &Lab {
+        &self.session
+    }
+}
+
+impl Drop for FreshLab {
+    fn drop(&mut self) {
+        if let Err(err) = self.session.wipe() {
+            eprintln!("wiping the lab after a cluster test: {err}");
+        }
+    }
+}
+
+/// The lab, locked, with `hosts` freshly made hosts (earlier state wiped).
+pub fn fresh_lab(hosts: usize) -> FreshLab {
+    let lab = lab_locked();
+    lab.wipe()
+        .unwrap_or_else(|err| panic!("wiping the lab: {err}"));
+    lab.up(hosts)
+        .unwrap_or_else(|err| panic!("bringing the lab up with {hosts} hosts: {err}"));
+    FreshLab { session: lab }
+}
+
+/// A host of a layout: inventory name, lab host index, groups.
+pub struct Member {
+    pub name: &'static str,
+    pub index: usize,
+    pub groups: &'static [&'static str],
+}
+
+/// The seed's layout, in the seed's own INI dialect: node1-3 masters + etcd, node4-6 workers.
+pub fn seed_layout() -> Vec<Member> {
+    let cp: &'static [&'static str] = &["kube-master", "etcd"];
+    let worker: &'static [&'static str] = &["kube-node"];
+    vec![
+        Member {
+            name: "node1",
+            index: 1,
+            groups: cp,
+        },
+        Member {
+            name: "node2",
+            index: 2,
+            groups: cp,
+        },
+        Member {
+            name: "node3",
+            index: 3,
+            groups: cp,
+        },
+        Member {
+            name: "node4",
+            index: 4,
+            groups: worker,
+        },
+        Member {
+            name: "node5",
+            index: 5,
+            groups: worker,
+        },
+        Member {
+            name: "node6",
+            index: 6,
+            groups: worker,
+        },
+    ]
+}
+
+/// Writes a Kubespray-style INI inventory for `members` into `dir`; `ip_override` replaces one
+/// host's `ip=` (to test a wrong address).
+pub fn write_inventory(
+    lab: &Lab,
+    dir: &Path,
+    members: &[Member],
+    ip_override: Option<(&str, &str)>,
+) -> PathBuf {
+    let mut text = String::new();
+    for m in members {
+        let ip = lab.host(m.index).ip;
+        let stated = match ip_override {
+            Some((name, other)) if name == m.name => other.to_string(),
+            _ => ip.to_string(),
+        };
+        text.push_str(&format!(
+            "{} ansible_ssh_user=root ansible_ssh_host={ip} ip={stated}\n",
+            m.name
+        ));
+    }
+    let mut groups: Vec<&str> = members
+        .iter()
+        .flat_map(|m| m.groups.iter().copied())
+        .collect();
+    groups.sort();
+    groups.dedup();
+    for group in groups {
+        text.push_str(&format!("\n[{group}]\n"));
+        for m in members.iter().filter(|m| m.groups.contains(&group)) {
+            text.push_str(&format!("{}\n", m.name));
+        }
+    }
+    text.push_str("\n[k8s-cluster:children]\nkube-node\nkube-master\n");
+    let path = dir.join("inventory.ini");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A cluster config putting the state directory under `dir`.
+pub fn write_config(dir: &Path, cluster_name: &str) -> PathBuf {
+    let path = dir.join("cluster.yaml");
+    std::fs::write(
+        &path,
+        format!("cluster_name: {cluster_name}\nstate_dir: state\n"),
+    )
+    .unwrap();
+    path
+}
+
+/// Runs `ilha <args>` with the lab's ssh settings appended for `plan`/`up`.
+pub fn ilha(lab: &Lab, args: &[&str]) -> Output {
+    let mut command = Command::new(ilha_binary());
+    command.args(args);
+    if matches!(args.first(), Some(&"up") | Some(&"plan")) {
+        command
+            .arg("--ssh-config")
+            .arg(lab.ssh_config().expect("lab ssh_config"))
+            .arg("--known-hosts")
+            .arg(lab.known_hosts());
+    }
+    let started = Instant::now();
+    let output = command.output().expect("running ilha");
+    eprintln!(
+        "$ ilha {} ({:.1}s, {})\n--- stdout\n{}--- stderr\n{}---",
+        args.join(" "),
+        started.elapsed().as_secs_f64(),
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+pub fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// `kubectl` as cluster admin on lab host `index` (against its local API), its stdout.
+pub fn kubectl(lab: &Lab, index: usize, args: &str) -> String {
+    lab.ssh_ok(
+        index,
+        &format!("/usr/local/bin/kubectl --kubeconfig=/etc/kubernetes/admin.conf --request-timeout=10s {args}"),
+    )
+    .unwrap_or_else(|err| panic!("kubectl {args} on h{index}: {err}"))
+}
+
+/// Retries `check` every half second until it returns `Some`, or panics after `timeout`.
+pub fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Whether a host has been touched by ilha at all.
+pub fn untouched(lab: &Lab, index: usize) -> bool {
+    lab.ssh_ok(index, "test -e /var/lib/ilha && echo touched || echo clean")
+        .map(|out| out.trim() == "clean")
+        .unwrap_or(false)
+}

@@ -1,0 +1,225 @@
+//! `ilha up` on the seed's layout (3 masters + etcd, 3 workers) from `manifests/lab.yaml`'s
+//! bundle, on real hosts: every node Ready, a Deployment spread over the workers, a Service
+//! reaching pods on other nodes, a second `up` that changes nothing, and the API still answering
+//! through a worker after master 1 loses power.
+use std::time::{Duration, Instant};
+
+use ilha_e2e::cluster::{
+    eventually, fresh_lab, ilha, kubectl, lab_bundle, seed_layout, text, write_config,
+    write_inventory,
+};
+
+const DEPLOYMENT: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+          - labelSelector: {matchLabels: {app: web}}
+            topologyKey: kubernetes.io/hostname
+      containers:
+      - name: web
+        image: ilha.test/busybox:1
+        imagePullPolicy: Never
+        command: ["/bin/busybox", "sh", "-c", "mkdir -p /tmp/www && echo served-by-$(hostname) > /tmp/www/index.html && exec /bin/busybox httpd -f -p 8080 -h /tmp/www"]
+        ports: [{containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+"#;
+
+#[test]
+fn up_builds_the_seed_layout_and_a_second_up_changes_nothing() {
+    let bundle = lab_bundle();
+    let lab = fresh_lab(6);
+    let work = tempfile::tempdir().unwrap();
+    let inventory = write_inventory(&lab, work.path(), &seed_layout(), None);
+    let config = write_config(work.path(), "seed");
+    let inventory = inventory.to_str().unwrap();
+    let config = config.to_str().unwrap();
+    let bundle_path = bundle.bundle.to_str().unwrap();
+    let pubkey = bundle.pubkey.to_str().unwrap();
+    let args = [
+        "up",
+        bundle_path,
+        "--pubkey",
+        pubkey,
+        "-i",
+        inventory,
+        "-c",
+        config,
+    ];
+
+    // plan changes nothing and lists every step as to run.
+    let planned = ilha(
+        &lab,
+        &[
+            "plan",
+            bundle_path,
+            "--pubkey",
+            pubkey,
+            "-i",
+            inventory,
+            "-c",
+            config,
+        ],
+    );
+    assert!(
+        planned.status.success(),
+        "ilha plan failed:\n{}",
+        text(&planned)
+    );
+    let plan_text = text(&planned);
+    assert!(plan_text.contains("will run"), "{plan_text}");
+    assert!(
+        plan_text.contains("node4 (10.88.0.14, worker, pods 10.244."),
+        "{plan_text}"
+    );
+    assert!(
+        ilha_e2e::cluster::untouched(&lab, 1),
+        "plan must not change hosts"
+    );
+
+    let started = Instant::now();
+    let first = ilha(&lab, &args);
+    let up_time = started.elapsed();
+    assert!(first.status.success(), "ilha up failed:\n{}", text(&first));
+    eprintln!(
+        "BENCH ilha up, 6 hosts (3 masters + etcd, 3 workers): {:.1}s",
+        up_time.as_secs_f64()
+    );
+    let out = text(&first);
+    assert!(out.contains("Slowest steps:"), "{out}");
+    assert!(out.contains("6 nodes Ready"), "{out}");
+    let admin = work.path().join("state/admin.conf");
+    assert!(admin.is_file(), "admin kubeconfig in the state directory");
+
+    // Every node Ready, masters labelled and tainted.
+    let nodes = kubectl(&lab, 1, "get nodes --no-headers");
+    assert_eq!(
+        nodes
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
+            .count(),
+        6,
+        "{nodes}"
+    );
+    let masters = kubectl(
+        &lab,
+        1,
+        "get nodes -l node-role.kubernetes.io/control-plane -o name",
+    );
+    assert_eq!(masters.lines().count(), 3, "{masters}");
+    let taints = kubectl(&lab, 1, "get node node2 -o jsonpath={.spec.taints[*].key}");
+    assert!(
+        taints.contains("node-role.kubernetes.io/master"),
+        "{taints}"
+    );
+
+    // A 3-replica Deployment lands one pod on each worker and runs.
+    lab.ssh_ok(
+        1,
+        &format!("cat > /root/web.yaml <<'EOF'\n{DEPLOYMENT}\nEOF"),
+    )
+    .unwrap();
+    kubectl(&lab, 1, "apply -f /root/web.yaml");
+    kubectl(&lab, 1, "rollout status deployment/web --timeout=120s");
+    let placement = kubectl(
+        &lab,
+        1,
+        "get pods -l app=web -o jsonpath='{range .items[*]}{.spec.nodeName} {.status.podIP}{\"\\n\"}{end}'",
+    );
+    let mut pod_nodes: Vec<&str> = placement
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    pod_nodes.sort();
+    assert_eq!(pod_nodes, ["node4", "node5", "node6"], "{placement}");
+
+    // The Service, asked from a pod on node4, answers from pods on other nodes too.
+    let pods = kubectl(
+        &lab,
+        1,
+        "get pods -l app=web -o jsonpath='{range .items[*]}{.metadata.name} {.spec.nodeName}{\"\\n\"}{end}'",
+    );
+    let on_node4 = pods
+        .lines()
+        .find(|l| l.ends_with(" node4"))
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let cluster_ip = kubectl(&lab, 1, "get service web -o jsonpath={.spec.clusterIP}");
+    let served_by: std::collections::BTreeSet<String> = (0..30)
+        .filter_map(|_| {
+            let out = lab
+                .ssh(1, &format!(
+                    "/usr/local/bin/kubectl --kubeconfig=/etc/kubernetes/admin.conf exec {on_node4} -- \
+                     /bin/busybox sh -c \"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | /bin/busybox nc -w 3 {cluster_ip} 80\""
+                ))
+                .ok()?;
+            let body = String::from_utf8_lossy(&out.stdout).to_string();
+            body.lines().find(|l| l.starts_with("served-by-")).map(str::to_string)
+        })
+        .collect();
+    assert!(
+        served_by.len() >= 2,
+        "the Service should reach pods on several nodes, got {served_by:?}"
+    );
+
+    // A second run: nothing to do.
+    let second = ilha(&lab, &args);
+    assert!(
+        second.status.success(),
+        "second ilha up failed:\n{}",
+        text(&second)
+    );
+    assert!(
+        text(&second).contains("Nothing changed"),
+        "{}",
+        text(&second)
+    );
+
+    // Power cut on master 1: the API still answers through a worker's node-local proxy.
+    let admin_text = std::fs::read_to_string(&admin).unwrap();
+    let local = admin_text
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("server:") {
+                "    server: https://127.0.0.1:6443".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    lab.ssh_ok(4, &format!("cat > /root/admin.conf <<'EOF'\n{local}\nEOF"))
+        .unwrap();
+    lab.kill(1).unwrap();
+    let nodes = eventually(
+        "the API answers on node4 after master 1's power cut",
+        Duration::from_secs(60),
+        || {
+            lab.ssh_ok(4, "/usr/local/bin/kubectl --kubeconfig=/root/admin.conf --request-timeout=5s get nodes --no-headers")
+            .ok()
+        },
+    );
+    assert_eq!(nodes.lines().count(), 6, "{nodes}");
+    // And keeps working for several requests in a row (the proxy skips the dead master).
+    for _ in 0..5 {
+        lab.ssh_ok(4, "/usr/local/bin/kubectl --kubeconfig=/root/admin.conf --request-timeout=5s get --raw=/readyz").unwrap();
+    }
+    lab.start(1).unwrap();
+}

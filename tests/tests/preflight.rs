@@ -1,0 +1,351 @@
+//! `ilha::preflight` against the lab's real hosts (root, never skipped): clean hosts pass, and a
+//! wrong `ip=`, a busy port, a skewed clock, a lost and an unreachable host each fail naming the
+//! host and what is wrong.
+use std::time::{Duration, Instant, SystemTime};
+
+use ilha::preflight::{self, HostChecks, PortNeed, PreflightReport, Verdict};
+use ilha::ssh::{Fleet, KnownHostsPolicy, SshOptions, Target};
+use ilha_e2e::{LabSession, lab};
+use xtask::lab::Lab;
+
+const HOSTS: usize = 3;
+/// A port nothing in the lab uses: free unless the test makes it busy.
+const BUSY_PORT: u16 = 16443;
+/// The transient unit holding it.
+const BUSY_UNIT: &str = "ilha-preflight-busy.service";
+
+fn targets(lab: &Lab, hosts: &[usize]) -> Vec<Target> {
+    hosts
+        .iter()
+        .map(|&index| {
+            let host = lab.host(index);
+            Target::new(host.name, host.ip).with_user("root")
+        })
+        .collect()
+}
+
+fn lab_options(lab: &Lab) -> SshOptions {
+    SshOptions {
+        config_file: Some(lab.ssh_config().expect("lab ssh_config")),
+        known_hosts_file: Some(lab.known_hosts()),
+        known_hosts_policy: KnownHostsPolicy::Strict,
+        connect_timeout: Duration::from_secs(3),
+        server_alive_interval: Duration::from_secs(1),
+        ..SshOptions::default()
+    }
+}
+
+/// What `up` would ask of a lab host: sshd's port (held by ssh.service: the "already ours" path),
+/// and a port that must be free. h3 gives no `ip=`, so its address is detected.
+fn host_checks(lab: &Lab, index: usize) -> HostChecks {
+    let host = lab.host(index);
+    HostChecks {
+        host: host.name.clone(),
+        expected_ip: (index != 3).then(|| host.ip.parse().unwrap()),
+        ports: vec![
+            PortNeed {
+                port: 22,
+                what: "sshd",
+                owner_unit: "ssh.service",
+            },
+            PortNeed {
+                port: BUSY_PORT,
+                what: "kube-apiserver",
+                owner_unit: "kube-apiserver.service",
+            },
+        ],
+        // The hosts run on this machine's kernel.
+        arch: preflight::kubernetes_arch(std::env::consts::ARCH)
+            .expect("known architecture")
+            .to_string(),
+        min_memory_mib: 256,
+        min_disk_mib: 256,
+        needs_container_runtime: true,
+    }
+}
+
+fn all_checks(lab: &Lab) -> Vec<HostChecks> {
+    (1..=HOSTS).map(|index| host_checks(lab, index)).collect()
+}
+
+/// Whether this machine (whose /proc/meminfo the hosts see) has swap on: then `swap` warns.
+fn machine_has_swap() -> bool {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("SwapTotal:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .is_some_and(|kib| kib != "0")
+}
+
+/// Every failed row as `(host, check name, detail)`.
+fn failures(report: &PreflightReport) -> Vec<(String, &'static str, String)> {
+    report
+        .failures()
+        .map(|(host, check)| (host.to_string(), check.name, check.detail.clone()))
+        .collect()
+}
+
+fn detail_of<'a>(report: &'a PreflightReport, host: &str, port: u16) -> &'a str {
+    report
+        .host(host)
+        .unwrap()
+        .checks_named("port")
+        .find(|check| check.detail.starts_with(&format!("{port} (")))
+        .map(|check| check.detail.as_str())
+        .unwrap_or_else(|| panic!("{host}: no row for port {port}\n{report}"))
+}
+
+/// Stops the unit holding the busy port when the test ends, even by a panic.
+struct StopBusyOnDrop<'a> {
+    lab: &'a LabSession,
+    index: usize,
+}
+
+impl Drop for StopBusyOnDrop<'_> {
+    fn drop(&mut self) {
+        let stop = format!(
+            "systemctl stop {BUSY_UNIT} || true; systemctl reset-failed {BUSY_UNIT} 2>/dev/null || true"
+        );
+        if let Err(err) = self.lab.ssh(self.index, &stop) {
+            eprintln!("stopping {BUSY_UNIT} on h{}: {err}", self.index);
+        }
+    }
+}
+
+/// Boots a host again when the test ends, even by a panic, so later tests find it up.
+struct RestartOnDrop<'a> {
+    lab: &'a LabSession,
+    index: usize,
+}
+
+impl Drop for RestartOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Err(err) = self.lab.start(self.index) {
+            eprintln!("booting h{} again: {err}", self.index);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clean_hosts_pass_and_each_broken_expectation_fails_naming_it() {
+    let lab = lab(HOSTS);
+    let fleet = Fleet::connect(targets(&lab, &[1, 2, 3]), &lab_options(&lab))
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+    let checks = all_checks(&lab);
+
+    // Clean hosts: nothing fails; the only warning a lab host can earn is the machine's swap.
+    let started = Instant::now();
+    let report = preflight::run(&fleet, &checks, SystemTime::now()).await;
+    println!(
+        "{report}\nFIGURE preflight on {HOSTS} hosts: {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(report.passed(), "{report}");
+    let swap = if machine_has_swap() {
+        Verdict::Warn
+    } else {
+        Verdict::Pass
+    };
+    for host in &report.hosts {
+        for check in &host.checks {
+            let expected = if check.name == "swap" {
+                swap
+            } else {
+                Verdict::Pass
+            };
+            assert_eq!(
+                check.verdict, expected,
+                "{}: {check:?}\n{report}",
+                host.host
+            );
+        }
+    }
+    assert_eq!(
+        report
+            .hosts
+            .iter()
+            .map(|h| h.host.as_str())
+            .collect::<Vec<_>>(),
+        ["h1", "h2", "h3"]
+    );
+    for (index, host) in (1..).zip(&report.hosts) {
+        let facts = &host.facts;
+        let ip = lab.host(index).ip.parse().unwrap();
+        assert_eq!(facts.node_ip, Some(ip), "{}", host.host);
+        assert_eq!(facts.hostname.as_deref(), Some(host.host.as_str()));
+        assert!(
+            facts
+                .os
+                .as_deref()
+                .is_some_and(|os| os.starts_with("Debian GNU/Linux")),
+            "{facts:?}"
+        );
+        // One machine, one clock: what is measured is the method's own error.
+        assert!(
+            facts.clock_skew_secs.is_some_and(|skew| skew.abs() < 0.5),
+            "{facts:?}"
+        );
+        assert!(
+            detail_of(&report, &host.host, 22).ends_with("already held by its owner ssh.service")
+        );
+        assert!(detail_of(&report, &host.host, BUSY_PORT).ends_with(": free"));
+    }
+    // h3 gave no ip=: its address is the default route's, which is its lab address.
+    let h3 = report.host("h3").unwrap();
+    assert_eq!(h3.facts.detected_ip, h3.facts.node_ip);
+    assert!(
+        h3.check("address")
+            .unwrap()
+            .detail
+            .contains("the default route's"),
+        "{report}"
+    );
+
+    // A wrong ip= on h1: only that row fails, naming the address.
+    let wrong_ip = format!("{}.99", lab.config().net);
+    let mut wrong = checks.clone();
+    wrong[0].expected_ip = Some(wrong_ip.parse().unwrap());
+    let report = preflight::run(&fleet, &wrong, SystemTime::now()).await;
+    println!("{report}");
+    assert!(!report.passed());
+    let failed = failures(&report);
+    assert_eq!(failed.len(), 1, "{report}");
+    assert_eq!((failed[0].0.as_str(), failed[0].1), ("h1", "address"));
+    assert!(
+        failed[0]
+            .2
+            .starts_with(&format!("{wrong_ip} (inventory ip=) is on no interface")),
+        "{report}"
+    );
+    assert!(failed[0].2.contains(&lab.host(1).ip), "{report}");
+
+    // A port held by something else on h2: fails naming the port, the process and its unit.
+    let _busy = StopBusyOnDrop {
+        lab: &lab,
+        index: 2,
+    };
+    lab.ssh_ok(
+        2,
+        &format!(
+            "systemctl stop {BUSY_UNIT} 2>/dev/null || true
+systemctl reset-failed {BUSY_UNIT} 2>/dev/null || true
+systemd-run --quiet --unit={BUSY_UNIT} socat TCP-LISTEN:{BUSY_PORT},reuseaddr,fork /dev/null
+for _ in $(seq 50); do
+  if ss -Hltn 'sport = :{BUSY_PORT}' | grep -q LISTEN; then exit 0; fi
+  sleep 0.1
+done
+echo 'socat never listened' >&2; exit 1"
+        ),
+    )
+    .unwrap_or_else(|err| panic!("{err}"));
+    let report = preflight::run(&fleet, &checks, SystemTime::now()).await;
+    println!("{report}");
+    let failed = failures(&report);
+    assert_eq!(failed.len(), 1, "{report}");
+    assert_eq!((failed[0].0.as_str(), failed[0].1), ("h2", "port"));
+    assert!(
+        failed[0].2.starts_with(&format!(
+            "{BUSY_PORT} (kube-apiserver): in use by socat (pid "
+        )),
+        "{report}"
+    );
+    assert!(
+        failed[0].2.ends_with(&format!(", {BUSY_UNIT})")),
+        "{report}"
+    );
+    assert!(report.render().contains("\nh2: FAIL"), "{report}");
+
+    // The same port when the plan says that unit is its owner: a re-run of `up`, so it passes.
+    let mut rerun = checks.clone();
+    rerun[1].ports[1].owner_unit = BUSY_UNIT;
+    let report = preflight::run(&fleet, &rerun, SystemTime::now()).await;
+    assert!(report.passed(), "{report}");
+    assert!(
+        detail_of(&report, "h2", BUSY_PORT)
+            .ends_with(&format!("already held by its owner {BUSY_UNIT}")),
+        "{report}"
+    );
+
+    // The operator's clock 10 s and 45 s off: every host warns, then fails.
+    let report = preflight::run(&fleet, &rerun, SystemTime::now() - Duration::from_secs(10)).await;
+    for host in &report.hosts {
+        let clock = host.check("clock").unwrap();
+        assert_eq!(clock.verdict, Verdict::Warn, "{report}");
+        assert!(clock.detail.contains("ahead of the operator"), "{report}");
+    }
+    let report = preflight::run(&fleet, &rerun, SystemTime::now() + Duration::from_secs(45)).await;
+    println!("{report}");
+    let failed = failures(&report);
+    assert_eq!(failed.len(), HOSTS, "{report}");
+    for (host, name, detail) in &failed {
+        assert_eq!(*name, "clock", "{host}");
+        assert!(detail.contains("behind the operator"), "{detail}");
+    }
+    fleet.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_and_unreachable_hosts_fail_naming_host_and_ssh_error() {
+    let lab = lab(HOSTS);
+    let options = lab_options(&lab);
+    let checks = all_checks(&lab);
+    let fleet = Fleet::connect(targets(&lab, &[1, 2, 3]), &options)
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+
+    // h3 loses power after the fleet connected: its probe fails, the others are judged.
+    lab.kill(3).unwrap();
+    let _restart = RestartOnDrop {
+        lab: &lab,
+        index: 3,
+    };
+    let started = Instant::now();
+    let report = preflight::run(&fleet, &checks, SystemTime::now()).await;
+    let elapsed = started.elapsed();
+    println!("{report}\n({:.1}s)", elapsed.as_secs_f64());
+    // Keepalives (1 s x 3) notice, not the 60 s probe timeout.
+    assert!(elapsed < Duration::from_secs(15), "{elapsed:?}");
+    let failed = failures(&report);
+    assert_eq!(failed.len(), 1, "{report}");
+    assert_eq!((failed[0].0.as_str(), failed[0].1), ("h3", "ssh"));
+    assert!(
+        failed[0].2.starts_with("connection lost while running"),
+        "{report}"
+    );
+    assert!(report.host("h1").unwrap().check("os").is_some());
+    fleet.close().await;
+
+    // h3 still off when connecting: the connect error is its row.
+    let (fleet, connect_failures) =
+        Fleet::connect_available(targets(&lab, &[1, 2, 3]), &options).await;
+    assert_eq!(connect_failures.len(), 1);
+    let report =
+        preflight::run_with_connect_failures(&fleet, &connect_failures, &checks, SystemTime::now())
+            .await;
+    println!("{report}");
+    let failed = failures(&report);
+    assert_eq!(failed.len(), 1, "{report}");
+    assert_eq!((failed[0].0.as_str(), failed[0].1), ("h3", "ssh"));
+    let target = format!("h3 (root@{})", lab.host(3).ip);
+    assert!(
+        failed[0].2.starts_with(&format!("{target}: unreachable"))
+            || failed[0].2.starts_with(&format!("{target}: timed out")),
+        "{report}"
+    );
+    assert_eq!(report.hosts.len(), HOSTS);
+    assert!(
+        report.render().contains("\nh3: FAIL\n  FAIL  ssh"),
+        "{report}"
+    );
+
+    // Without the connect errors the host is still there, failed, not silently skipped.
+    let report = preflight::run(&fleet, &checks, SystemTime::now()).await;
+    assert_eq!(
+        report.host("h3").unwrap().check("ssh").unwrap().detail,
+        "not connected: the fleet has no session for this host"
+    );
+    assert!(!report.passed());
+    fleet.close().await;
+}
