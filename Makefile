@@ -1,5 +1,5 @@
 # ilha — two commands on a fresh Debian 12 machine (as root):
-#   make demo   bundle -> lab of 6 real hosts -> as much of the lifecycle as exists
+#   make demo   bundle -> lab of 6 real hosts -> HA cluster (ilha up) -> the rest of the lifecycle as it lands
 #   make test   the whole suite, lab included
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -15,6 +15,8 @@ DEBIAN_PACKAGES := \
 
 BUNDLE := bundles/lab.tar.zst
 KEYDIR := bundles/keys
+# How ilha reaches the lab's hosts (written by `cargo xtask lab up`, default state directory).
+LAB_SSH := --ssh-config /var/lib/ilha-lab/ssh/ssh_config --known-hosts /var/lib/ilha-lab/ssh/known_hosts
 
 .PHONY: all deps build test demo lab-up lab-down lab-status lint bench bench-up clean-lab
 
@@ -53,7 +55,11 @@ demo: deps
 	target/release/ilha verify $(BUNDLE) --pubkey $(KEYDIR)/ilha.pub
 	target/release/ilha inspect $(BUNDLE)
 	$(CARGO) xtask lab up -n 6
-	$(CARGO) xtask lab status
+	target/release/ilha up $(BUNDLE) --pubkey $(KEYDIR)/ilha.pub \
+	    -i examples/lab/inventory.ini -c examples/lab/cluster.yaml $(LAB_SSH)
+	target/release/ilha up $(BUNDLE) --pubkey $(KEYDIR)/ilha.pub \
+	    -i examples/lab/inventory.ini -c examples/lab/cluster.yaml $(LAB_SSH)
+	$(CARGO) xtask lab ssh 1 'kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes -o wide'
 
 bench: deps
 	$(CARGO) bench -p ilha-format --bench verify

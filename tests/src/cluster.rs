@@ -58,6 +58,9 @@ pub fn lab_bundle() -> LabBundle {
     let manifest = workspace().join("manifests/lab.yaml");
     let mut key = Sha256::new();
     key.update(std::fs::read(&manifest).expect("manifests/lab.yaml"));
+    key.update(
+        std::fs::read(workspace().join("manifests/lab/addon-lab-check.yaml")).expect("lab addon"),
+    );
     for b in &served.artifacts.binaries {
         key.update(format!("{} {}\n", b.name, b.sha256).as_bytes());
     }

@@ -150,9 +150,15 @@ fn bad_input_stops_up_before_any_host_changes() {
     );
     assert!(!out.status.success());
     let message = text(&out);
-    assert!(message.contains("node4"), "{message}");
-    assert!(message.contains("10.88.0.77"), "{message}");
-    assert!(message.contains("preflight failed"), "{message}");
+    let last = message
+        .lines()
+        .skip_while(|l| !l.starts_with("error: preflight failed"))
+        .collect::<Vec<_>>();
+    assert!(
+        last.iter()
+            .any(|l| l.contains("node4: address") && l.contains("10.88.0.77")),
+        "{message}"
+    );
     assert_all_untouched(&lab, 6, "wrong ip=");
 }
 

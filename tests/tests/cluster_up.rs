@@ -127,6 +127,14 @@ fn up_builds_the_seed_layout_and_a_second_up_changes_nothing() {
         "{taints}"
     );
 
+    // The bundle's addon was applied.
+    let addon = kubectl(
+        &lab,
+        1,
+        "get configmap -n kube-system ilha-lab-addon -o jsonpath={.data.applied-by}",
+    );
+    assert_eq!(addon.trim(), "ilha up");
+
     // A 3-replica Deployment lands one pod on each worker and runs.
     lab.ssh_ok(
         1,

@@ -48,6 +48,8 @@ pub struct StepTiming {
 pub struct UpReport {
     pub steps_run: usize,
     pub steps_skipped: usize,
+    /// Node objects labelled or given their pod range, and addon sets applied, after the phases.
+    pub cluster_changes: usize,
     pub timings: Vec<StepTiming>,
     pub admin_kubeconfig: PathBuf,
     pub elapsed: Duration,
@@ -56,7 +58,7 @@ pub struct UpReport {
 
 impl UpReport {
     pub fn changed_nothing(&self) -> bool {
-        self.steps_run == 0
+        self.steps_run == 0 && self.cluster_changes == 0
     }
 
     /// The closing summary: what changed, the slowest steps, how to reach the cluster.
@@ -71,8 +73,8 @@ impl UpReport {
         } else {
             let _ = writeln!(
                 out,
-                "{} steps run, {} already done.",
-                self.steps_run, self.steps_skipped
+                "{} steps run, {} already done; {} cluster object update(s).",
+                self.steps_run, self.steps_skipped, self.cluster_changes
             );
             let mut slowest: Vec<&StepTiming> = self.timings.iter().filter(|t| t.changed).collect();
             slowest.sort_by_key(|t| std::cmp::Reverse(t.elapsed));
@@ -235,7 +237,14 @@ async fn prepare(request: &UpRequest) -> anyhow::Result<Prepared> {
     say(report.render());
     if !report.passed() {
         fleet.close().await;
-        bail!("preflight failed on at least one host (see the table above); nothing was changed");
+        let failures: Vec<String> = report
+            .failures()
+            .map(|(host, check)| format!("  {host}: {}: {}", check.name, check.detail))
+            .collect();
+        bail!(
+            "preflight failed; nothing was changed:\n{}",
+            failures.join("\n")
+        );
     }
 
     // Addresses: the inventory's `ip=`, else what preflight found on the host.
@@ -646,8 +655,8 @@ pub async fn up(request: &UpRequest) -> anyhow::Result<UpReport> {
     let t = Instant::now();
     let nodes_ready = wait_nodes_ready(session, plan, Duration::from_secs(240)).await?;
     wait("cluster", "nodes Ready", t, &mut timings);
-    run += finish_nodes(session, plan).await?;
-    run += apply_addons(&prepared, session).await?;
+    let cluster_changes =
+        finish_nodes(session, plan).await? + apply_addons(&prepared, session).await?;
 
     let admin = prepared.state_dir.join("admin.conf");
     let text = certs::operator_admin_kubeconfig(&prepared.pki, plan)?;
@@ -659,6 +668,7 @@ pub async fn up(request: &UpRequest) -> anyhow::Result<UpReport> {
     Ok(UpReport {
         steps_run: run,
         steps_skipped: skipped,
+        cluster_changes,
         timings,
         admin_kubeconfig: std::path::absolute(&admin).unwrap_or(admin),
         elapsed: started.elapsed(),
@@ -800,4 +810,55 @@ async fn apply_addons(prepared: &Prepared, session: &Session) -> anyhow::Result<
         .await?;
     say(format!("  applied {} addon manifest(s)", addons.len()));
     Ok(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(run: usize, cluster_changes: usize) -> UpReport {
+        UpReport {
+            steps_run: run,
+            steps_skipped: 57 - run,
+            cluster_changes,
+            timings: vec![
+                StepTiming {
+                    host: "node1".into(),
+                    step: "binaries".into(),
+                    elapsed: Duration::from_secs(26),
+                    changed: run > 0,
+                },
+                StepTiming {
+                    host: "node4".into(),
+                    step: "kubelet".into(),
+                    elapsed: Duration::from_secs(2),
+                    changed: run > 0,
+                },
+            ],
+            admin_kubeconfig: PathBuf::from("/state/admin.conf"),
+            elapsed: Duration::from_secs(74),
+            nodes_ready: 6,
+        }
+    }
+
+    #[test]
+    fn a_run_that_changed_nothing_says_so() {
+        let text = report(0, 0).render();
+        assert!(text.starts_with("Nothing changed: all 57 steps"), "{text}");
+        assert!(!text.contains("Slowest"), "{text}");
+        // Labelling a node is a change even when every step was journaled.
+        assert!(!report(0, 1).render().contains("Nothing changed"));
+    }
+
+    #[test]
+    fn the_summary_lists_the_slowest_steps_first() {
+        let text = report(57, 6).render();
+        let binaries = text.find("node1          binaries").expect(&text);
+        let kubelet = text.find("node4          kubelet").expect(&text);
+        assert!(binaries < kubelet, "{text}");
+        assert!(
+            text.contains("kubectl --kubeconfig /state/admin.conf get nodes"),
+            "{text}"
+        );
+    }
 }

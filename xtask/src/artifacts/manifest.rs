@@ -49,6 +49,8 @@ pub fn render() -> String {
             binary.checksum_path()
         ));
     }
+    // A local addon, so the e2e suite proves `ilha up` applies a bundle's addons.
+    out.push_str("files:\n  - name: addon-lab-check.yaml\n    path: lab/addon-lab-check.yaml\n");
     out
 }
 

@@ -17,12 +17,27 @@ pub const KUBELET_SYSCTLS: &[(&str, &str)] = &[
     ("kernel/keys/root_maxbytes", "25000000"),
 ];
 
+/// Limits the hosts share, being one kernel and one uid 0: every kubelet, containerd and systemd
+/// takes inotify instances from the same per-user budget (128 by default), and kubelet dies with
+/// "inotify_init: too many open files" past about ten nodes. Raised, never lowered.
+pub const SHARED_MINIMUMS: &[(&str, u64)] = &[
+    ("fs/inotify/max_user_instances", 8192),
+    ("fs/inotify/max_user_watches", 1048576),
+];
+
 pub fn set_sysctls() -> Result<()> {
     for (key, value) in KUBELET_SYSCTLS {
         let path = Path::new("/proc/sys").join(key);
         let current = fs::read_to_string(&path).map_err(|e| LabError::io(&path, e))?;
         if current.trim() != *value {
             fs::write(&path, value).map_err(|e| LabError::io(&path, e))?;
+        }
+    }
+    for (key, minimum) in SHARED_MINIMUMS {
+        let path = Path::new("/proc/sys").join(key);
+        let current = fs::read_to_string(&path).map_err(|e| LabError::io(&path, e))?;
+        if current.trim().parse::<u64>().is_ok_and(|v| v < *minimum) {
+            fs::write(&path, minimum.to_string()).map_err(|e| LabError::io(&path, e))?;
         }
     }
     Ok(())
