@@ -9,8 +9,8 @@
 //! Backend choice: round-robin among the backends currently believed healthy; a failed
 //! connect marks that backend down and the next one is tried at once, then the ones believed
 //! down as a last resort, so a client only sees its connection closed when every backend failed.
-//! A background check TCP-connects every backend each interval to bring them back (or take them
-//! out before a client pays for it).
+//! A background check TCP-connects every backend at start, then the ones marked down each
+//! interval to bring them back.
 
 use std::future::Future;
 use std::io;
@@ -298,14 +298,23 @@ async fn proxy_connection(
     }
 }
 
-/// Probes every backend each `health_interval`, in parallel, forever.
+/// Probes every backend once at start, then, each `health_interval`, the ones marked down, in
+/// parallel, forever. Backends believed up are not probed: every probe is a TLS handshake cut
+/// short, which kube-apiserver logs as an error, and a client's failed connect already takes a
+/// dead backend out (costing that one client a connect timeout).
 async fn health_loop(pool: &Pool, opts: ProxyOptions) {
     let mut ticks = tokio::time::interval(opts.health_interval);
     // A slow round (connect timeouts longer than the interval) must not trigger a burst after.
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut first_round = true;
     loop {
         ticks.tick().await;
-        let probes = pool.backends.iter().map(|backend| async move {
+        let all = std::mem::replace(&mut first_round, false);
+        let due = pool
+            .backends
+            .iter()
+            .filter(move |backend| all || !backend.is_healthy());
+        let probes = due.map(|backend| async move {
             match connect(backend.addr, opts.connect_timeout).await {
                 Ok(_probe) => backend.mark_up(),
                 Err(err) => backend.mark_down(&err),

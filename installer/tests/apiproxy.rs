@@ -449,3 +449,30 @@ fn the_binary_proxies_and_exits_zero_on_sigterm() {
     );
     assert!(stderr.contains("received SIGTERM"), "{stderr}");
 }
+
+/// Backends believed up are probed once, at start, and then left alone: every probe is a TLS
+/// handshake cut short in a kube-apiserver's log.
+#[tokio::test]
+async fn healthy_backends_are_not_probed_after_the_first_round() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    let acceptor = tokio::spawn(async move {
+        loop {
+            let (conn, _) = listener.accept().await.unwrap();
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(conn);
+        }
+    });
+    let proxy = Proxy::start(vec![backend], OPTS).await;
+    // Ten health intervals with no client at all.
+    tokio::time::sleep(OPTS.health_interval * 10).await;
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "only the start-up probe"
+    );
+    proxy.shutdown().await;
+    acceptor.abort();
+}
