@@ -670,7 +670,8 @@ pub async fn up(request: &UpRequest) -> anyhow::Result<UpReport> {
         steps_skipped: skipped,
         cluster_changes,
         timings,
-        admin_kubeconfig: std::path::absolute(&admin).unwrap_or(admin),
+        // Written just above, so it exists: the canonical path is the one to copy.
+        admin_kubeconfig: std::fs::canonicalize(&admin).unwrap_or(admin),
         elapsed: started.elapsed(),
         nodes_ready,
     })
