@@ -5,6 +5,7 @@
 use std::ops::Deref;
 
 pub mod cluster;
+pub mod ssh;
 
 use xtask::lab::{Lab, LabConfig, LabLock};
 

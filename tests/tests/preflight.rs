@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use ilha::preflight::{self, HostChecks, PortNeed, PreflightReport, Verdict};
-use ilha::ssh::{Fleet, KnownHostsPolicy, SshOptions, Target};
+use ilha::ssh::{Fleet, SshOptions, Target};
 use ilha_e2e::{LabSession, lab};
 use xtask::lab::Lab;
 
@@ -15,24 +15,11 @@ const BUSY_PORT: u16 = 16443;
 const BUSY_UNIT: &str = "ilha-preflight-busy.service";
 
 fn targets(lab: &Lab, hosts: &[usize]) -> Vec<Target> {
-    hosts
-        .iter()
-        .map(|&index| {
-            let host = lab.host(index);
-            Target::new(host.name, host.ip).with_user("root")
-        })
-        .collect()
+    ilha_e2e::ssh::targets(lab, hosts)
 }
 
 fn lab_options(lab: &Lab) -> SshOptions {
-    SshOptions {
-        config_file: Some(lab.ssh_config().expect("lab ssh_config")),
-        known_hosts_file: Some(lab.known_hosts()),
-        known_hosts_policy: KnownHostsPolicy::Strict,
-        connect_timeout: Duration::from_secs(3),
-        server_alive_interval: Duration::from_secs(1),
-        ..SshOptions::default()
-    }
+    ilha_e2e::ssh::lab_options(lab, Duration::from_secs(3))
 }
 
 /// What `up` would ask of a lab host: sshd's port (held by ssh.service: the "already ours" path),

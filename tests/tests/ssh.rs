@@ -15,25 +15,11 @@ use xtask::lab::Lab;
 const HOSTS: usize = 3;
 
 fn targets(lab: &Lab, hosts: &[usize]) -> Vec<Target> {
-    hosts
-        .iter()
-        .map(|&index| {
-            let host = lab.host(index);
-            Target::new(host.name, host.ip).with_user("root")
-        })
-        .collect()
+    ilha_e2e::ssh::targets(lab, hosts)
 }
 
-/// The lab's ssh_config (its key, root) and, unless replaced, its known_hosts, checked strictly.
 fn lab_options(lab: &Lab) -> SshOptions {
-    SshOptions {
-        config_file: Some(lab.ssh_config().expect("lab ssh_config")),
-        known_hosts_file: Some(lab.known_hosts()),
-        known_hosts_policy: KnownHostsPolicy::Strict,
-        connect_timeout: Duration::from_secs(5),
-        server_alive_interval: Duration::from_secs(1),
-        ..SshOptions::default()
-    }
+    ilha_e2e::ssh::lab_options(lab, Duration::from_secs(5))
 }
 
 async fn connect_all(lab: &Lab, options: &SshOptions) -> Fleet {
