@@ -106,15 +106,10 @@ impl Downloader {
         }
         let sha256 = match &spec.origin {
             ArtifactOrigin::Url { url, checksum } => {
-                let expected = match checksum {
-                    Checksum::Sha256(hex) => hex
-                        .parse::<Sha256>()
-                        .map_err(|e| fail(url, e.to_string()))?,
-                    Checksum::Url(sum_url) => self
-                        .fetch_checksum(sum_url, url)
-                        .await
-                        .map_err(|m| fail(sum_url, m))?,
-                };
+                let expected = self
+                    .expected_sha256(checksum, url)
+                    .await
+                    .map_err(|(at, m)| fail(&at, m))?;
                 let path = blob_path(&expected);
                 if !staging.claim(&path) {
                     // Another entry has the very same content: it is downloaded and checked once.
@@ -294,15 +289,10 @@ impl Downloader {
                     url: url.to_owned(),
                     message,
                 };
-                let expected = match checksum {
-                    Checksum::Sha256(hex) => hex
-                        .parse::<Sha256>()
-                        .map_err(|e| fetch_failed(url, e.to_string()))?,
-                    Checksum::Url(sum_url) => self
-                        .fetch_checksum(sum_url, url)
-                        .await
-                        .map_err(|m| fetch_failed(sum_url, m))?,
-                };
+                let expected = self
+                    .expected_sha256(checksum, url)
+                    .await
+                    .map_err(|(at, m)| fetch_failed(&at, m))?;
                 let (found, _, tmp) = self
                     .download(url, staging, bar)
                     .await
@@ -395,6 +385,24 @@ impl Downloader {
     }
 
     /// Fetches a checksum file and returns the digest for `artifact_url`'s basename.
+    /// The digest `url` must have: pinned in the manifest, or read from the checksum file it
+    /// names. On failure, the URL at fault (the checksum file's, if that is what failed).
+    async fn expected_sha256(
+        &self,
+        checksum: &Checksum,
+        url: &str,
+    ) -> std::result::Result<Sha256, (String, String)> {
+        match checksum {
+            Checksum::Sha256(hex) => hex
+                .parse::<Sha256>()
+                .map_err(|e| (url.to_owned(), e.to_string())),
+            Checksum::Url(sum_url) => self
+                .fetch_checksum(sum_url, url)
+                .await
+                .map_err(|m| (sum_url.clone(), m)),
+        }
+    }
+
     async fn fetch_checksum(
         &self,
         sum_url: &str,

@@ -509,7 +509,8 @@ impl ClusterConfig {
     }
 }
 
-fn join_host_port(host: &str, port: u16) -> String {
+/// `host:port`, with an IPv6 address in brackets.
+pub(crate) fn join_host_port(host: &str, port: u16) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")
     } else {

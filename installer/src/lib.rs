@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+pub mod fsutil;
 pub mod inventory;
 pub mod kubeconfig;
 pub mod pki;

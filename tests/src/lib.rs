@@ -39,3 +39,17 @@ pub fn lab(hosts: usize) -> LabSession {
         .unwrap_or_else(|err| panic!("bringing the lab up with {hosts} hosts: {err}"));
     session
 }
+
+/// Boots host `index` again when dropped, even by a panic, so later tests find it up.
+pub struct RestartOnDrop<'a> {
+    pub lab: &'a Lab,
+    pub index: usize,
+}
+
+impl Drop for RestartOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Err(err) = self.lab.start(self.index) {
+            eprintln!("booting h{} again: {err}", self.index);
+        }
+    }
+}

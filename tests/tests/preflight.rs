@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ilha::preflight::{self, HostChecks, PortNeed, PreflightReport, Verdict};
 use ilha::ssh::{Fleet, SshOptions, Target};
-use ilha_e2e::{LabSession, lab};
+use ilha_e2e::{LabSession, RestartOnDrop, lab};
 use xtask::lab::Lab;
 
 const HOSTS: usize = 3;
@@ -96,20 +96,6 @@ impl Drop for StopBusyOnDrop<'_> {
         );
         if let Err(err) = self.lab.ssh(self.index, &stop) {
             eprintln!("stopping {BUSY_UNIT} on h{}: {err}", self.index);
-        }
-    }
-}
-
-/// Boots a host again when the test ends, even by a panic, so later tests find it up.
-struct RestartOnDrop<'a> {
-    lab: &'a LabSession,
-    index: usize,
-}
-
-impl Drop for RestartOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Err(err) = self.lab.start(self.index) {
-            eprintln!("booting h{} again: {err}", self.index);
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use ilha::ssh::{
     ConnectFailure, Fleet, KnownHostsPolicy, SshError, SshOptions, Target, UploadSource,
 };
-use ilha_e2e::{LabSession, lab};
+use ilha_e2e::{LabSession, RestartOnDrop, lab};
 use sha2::{Digest, Sha256};
 use xtask::lab::Lab;
 
@@ -27,20 +27,6 @@ async fn connect_all(lab: &Lab, options: &SshOptions) -> Fleet {
     Fleet::connect(targets(lab, &hosts), options)
         .await
         .unwrap_or_else(|err| panic!("{err}"))
-}
-
-/// Boots a host again when the test ends, even by a panic, so later tests find it up.
-struct RestartOnDrop<'a> {
-    lab: &'a LabSession,
-    index: usize,
-}
-
-impl Drop for RestartOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Err(err) = self.lab.start(self.index) {
-            eprintln!("booting h{} again: {err}", self.index);
-        }
-    }
 }
 
 /// Waits (30 s at most) until a host that was made silent answers SSH again.

@@ -3,7 +3,7 @@
 //! inventory) and CNI configs and routes can be written before any kubelet registers.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use ipnet::IpNet;
@@ -68,24 +68,15 @@ pub fn allocate(
         changed = true;
     }
     if changed {
-        write_atomically(&path, &serde_json::to_vec_pretty(&stored)?)?;
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("creating {}", state_dir.display()))?;
+        crate::fsutil::write_atomic(&path, &serde_json::to_vec_pretty(&stored)?, 0o644)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(nodes
         .iter()
         .map(|n| (n.to_string(), stored.ranges[*n]))
         .collect())
-}
-
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp: PathBuf = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -9,15 +9,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-/// Writes `<out_dir>/images.tar` from the OCI layout at `layout_dir` unless it is already there
-/// (the archive's name is per extracted bundle, so it never goes stale).
-pub fn archive(layout_dir: &Path, out: &Path) -> anyhow::Result<PathBuf> {
-    if out.exists() {
-        return Ok(out.to_path_buf());
-    }
+/// Writes the archive to `out` and returns it with its sha256, hashed while it is written (the
+/// uploads need the digest; reading the file back would double the I/O). The archive lives in
+/// the freshly extracted bundle directory, so it is rebuilt from verified content on every run.
+pub fn archive(layout_dir: &Path, out: &Path) -> anyhow::Result<(PathBuf, String)> {
     let tmp = out.with_extension("tar.tmp");
     let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let mut builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, file));
+    let hashing = ilha_format::Sha256Writer::new(BufWriter::with_capacity(1 << 20, file));
+    let mut builder = tar::Builder::new(hashing);
     builder.mode(tar::HeaderMode::Deterministic);
     let mut paths = Vec::new();
     collect(layout_dir, layout_dir, &mut paths)?;
@@ -28,17 +27,18 @@ pub fn archive(layout_dir: &Path, out: &Path) -> anyhow::Result<PathBuf> {
             .append_path_with_name(&full, relative)
             .with_context(|| format!("adding {} to the image archive", full.display()))?;
     }
-    let mut writer = builder
+    let mut hashing = builder
         .into_inner()
         .context("finishing the image archive")?;
-    writer.flush()?;
-    writer
+    hashing.flush()?;
+    let (buffered, digest, _size) = hashing.finish();
+    buffered
         .into_inner()
         .map_err(|e| e.into_error())?
         .sync_all()
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, out).with_context(|| format!("renaming into {}", out.display()))?;
-    Ok(out.to_path_buf())
+    Ok((out.to_path_buf(), digest.to_string()))
 }
 
 fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
@@ -59,7 +59,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn archive_holds_the_layout_in_order_and_is_reused() {
+    fn archive_holds_the_layout_in_order_and_reports_its_digest() {
         let dir = tempfile::tempdir().unwrap();
         let layout = dir.path().join("images");
         std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
@@ -67,22 +67,18 @@ mod tests {
         std::fs::write(layout.join("index.json"), "{}").unwrap();
         std::fs::write(layout.join("blobs/sha256/ab"), "x").unwrap();
         let out = dir.path().join("images.tar");
-        archive(&layout, &out).unwrap();
-        let mut names: Vec<String> = tar::Archive::new(File::open(&out).unwrap())
+        let (path, sha256) = archive(&layout, &out).unwrap();
+        assert_eq!(path, out);
+        let names: Vec<String> = tar::Archive::new(File::open(&out).unwrap())
             .entries()
             .unwrap()
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect();
-        let sorted = {
-            let mut s = names.clone();
-            s.sort();
-            s
-        };
-        assert_eq!(names, sorted);
-        names.sort();
         assert_eq!(names, ["blobs/sha256/ab", "index.json", "oci-layout"]);
-        let before = std::fs::metadata(&out).unwrap().modified().unwrap();
-        archive(&layout, &out).unwrap();
-        assert_eq!(std::fs::metadata(&out).unwrap().modified().unwrap(), before);
+        let (on_disk, _) = ilha_format::digest::sha256_file(&out).unwrap();
+        assert_eq!(sha256, on_disk.to_string());
+        // Same layout, same bytes: the digest does not depend on when or where it was built.
+        let again = dir.path().join("again.tar");
+        assert_eq!(archive(&layout, &again).unwrap().1, sha256);
     }
 }

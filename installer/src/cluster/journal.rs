@@ -58,7 +58,7 @@ pub fn read_script() -> String {
 pub fn record_script(step: &str, digest: &str) -> String {
     format!(
         "mkdir -p \"$(dirname {JOURNAL})\" && printf '%s\\t%s\\t%s\\n' {step} {digest} \"$(date +%s)\" >> {JOURNAL} && sync {JOURNAL}",
-        step = super::shell_quote(step),
+        step = crate::ssh::shell_quote(step),
     )
 }
 

@@ -116,48 +116,15 @@ impl ClusterPlan {
                     .control_plane()
                     .next()
                     .expect("a validated inventory has a control-plane host");
-                format!(
-                    "https://{}",
-                    join_host_port(first.peer_ip, self.config.api_port)
-                )
+                format!("https://{}", ip_port(first.peer_ip, self.config.api_port))
             }
         }
     }
 }
 
-pub(crate) fn join_host_port(ip: IpAddr, port: u16) -> String {
-    match ip {
-        IpAddr::V4(v4) => format!("{v4}:{port}"),
-        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
-    }
-}
-
-/// Quotes a string for a POSIX shell (single quotes; embedded ones closed and escaped).
-pub(crate) fn shell_quote(text: &str) -> String {
-    if !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-=:,@+".contains(&b))
-    {
-        return text.to_string();
-    }
-    format!("'{}'", text.replace('\'', r"'\''"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shell_quote_leaves_plain_words_and_quotes_the_rest() {
-        assert_eq!(
-            shell_quote("/etc/kubernetes/a.conf"),
-            "/etc/kubernetes/a.conf"
-        );
-        assert_eq!(shell_quote("a b"), "'a b'");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-        assert_eq!(shell_quote(""), "''");
-    }
+/// `10.0.0.1:6443`, `[fd00::1]:6443`.
+pub(crate) fn ip_port(ip: IpAddr, port: u16) -> String {
+    crate::config::join_host_port(&ip.to_string(), port)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use super::paths::*;
-use super::{ClusterPlan, HostPlan, join_host_port};
+use super::{ClusterPlan, HostPlan, ip_port};
 
 /// A file to put on a host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,11 +54,11 @@ fn unit_path(name: &str) -> String {
 // etcd
 
 fn etcd_peer_url(host: &HostPlan) -> String {
-    format!("https://{}", join_host_port(host.peer_ip, 2380))
+    format!("https://{}", ip_port(host.peer_ip, 2380))
 }
 
 fn etcd_client_url(ip: IpAddr) -> String {
-    format!("https://{}", join_host_port(ip, 2379))
+    format!("https://{}", ip_port(ip, 2379))
 }
 
 /// Every etcd member's client URL, for kube-apiserver and etcdctl.
@@ -85,10 +85,7 @@ pub fn etcd_unit(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
             etcd_client_url(host.ip)
         ),
         format!("--advertise-client-urls={}", etcd_client_url(host.peer_ip)),
-        format!(
-            "--listen-peer-urls=https://{}",
-            join_host_port(host.ip, 2380)
-        ),
+        format!("--listen-peer-urls=https://{}", ip_port(host.ip, 2380)),
         format!("--initial-advertise-peer-urls={}", etcd_peer_url(host)),
         format!("--initial-cluster={initial_cluster}"),
         // Only read when the data directory is empty: re-runs keep the existing cluster.
@@ -168,16 +165,25 @@ pub fn apiserver_unit(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
     RemoteFile::new(unit_path("kube-apiserver.service"), 0o644, text)
 }
 
-pub fn controller_manager_unit(plan: &ClusterPlan) -> RemoteFile {
-    let c = &plan.config;
-    let pki = PKI_DIR;
-    let kubeconfig = format!("{KUBERNETES_DIR}/controller-manager.conf");
-    let flags = vec![
+/// What kube-controller-manager and kube-scheduler share: one kubeconfig for the API, for
+/// authenticating and authorizing their own clients, serving on loopback only, with leader
+/// election so that one instance of each acts at a time across the masters.
+fn client_flags(kubeconfig_file: &str) -> Vec<String> {
+    let kubeconfig = format!("{KUBERNETES_DIR}/{kubeconfig_file}");
+    vec![
         format!("--kubeconfig={kubeconfig}"),
         format!("--authentication-kubeconfig={kubeconfig}"),
         format!("--authorization-kubeconfig={kubeconfig}"),
         "--bind-address=127.0.0.1".to_string(),
         "--leader-elect=true".to_string(),
+    ]
+}
+
+pub fn controller_manager_unit(plan: &ClusterPlan) -> RemoteFile {
+    let c = &plan.config;
+    let pki = PKI_DIR;
+    let mut flags = client_flags("controller-manager.conf");
+    flags.extend([
         format!("--cluster-name={}", c.cluster_name),
         // ilha hands out node pod ranges itself (stable across runs, known before kubelets
         // register, so CNI configs and routes are written up front).
@@ -192,7 +198,7 @@ pub fn controller_manager_unit(plan: &ClusterPlan) -> RemoteFile {
         "--controllers=*,bootstrapsigner,tokencleaner".to_string(),
         format!("--requestheader-client-ca-file={pki}/front-proxy-ca.crt"),
         format!("--client-ca-file={pki}/ca.crt"),
-    ];
+    ]);
     let text = unit(
         "kube-controller-manager (ilha)",
         "kube-apiserver.service",
@@ -203,14 +209,7 @@ pub fn controller_manager_unit(plan: &ClusterPlan) -> RemoteFile {
 }
 
 pub fn scheduler_unit() -> RemoteFile {
-    let kubeconfig = format!("{KUBERNETES_DIR}/scheduler.conf");
-    let flags = vec![
-        format!("--kubeconfig={kubeconfig}"),
-        format!("--authentication-kubeconfig={kubeconfig}"),
-        format!("--authorization-kubeconfig={kubeconfig}"),
-        "--bind-address=127.0.0.1".to_string(),
-        "--leader-elect=true".to_string(),
-    ];
+    let flags = client_flags("scheduler.conf");
     let text = unit(
         "kube-scheduler (ilha)",
         "kube-apiserver.service",
@@ -435,12 +434,12 @@ pub const APIPROXY_BINARY: &str = "/usr/local/bin/ilha";
 pub fn apiproxy_unit(plan: &ClusterPlan) -> RemoteFile {
     let mut flags = vec![format!(
         "--listen={}",
-        join_host_port("127.0.0.1".parse().expect("literal"), plan.config.api_port)
+        ip_port("127.0.0.1".parse().expect("literal"), plan.config.api_port)
     )];
     for master in plan.control_plane() {
         flags.push(format!(
             "--backend={}",
-            join_host_port(master.peer_ip, plan.config.api_port)
+            ip_port(master.peer_ip, plan.config.api_port)
         ));
     }
     let mut args = vec!["apiproxy".to_string()];

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
@@ -301,8 +301,8 @@ async fn prepare(request: &UpRequest) -> anyhow::Result<Prepared> {
 
     let pki = Pki::open_or_init(&state_dir.join("pki"))
         .with_context(|| format!("opening the cluster PKI in {}", state_dir.display()))?;
-    let archive = images::archive(&bundle.images_dir(), &bundle.dir.join("images.tar"))?;
-    let archive_sha = steps::file_sha256(&archive)?;
+    let (archive, archive_sha) =
+        images::archive(&bundle.images_dir(), &bundle.dir.join("images.tar"))?;
     let exe = std::env::current_exe().context("locating the running ilha binary")?;
     let ilha = SelfBinary {
         sha256: steps::file_sha256(&exe)?,
@@ -434,7 +434,7 @@ async fn run_step(session: &Session, step: &Step) -> Result<(), SshError> {
         let mut check = String::from("for f in");
         for upload in &large {
             check.push(' ');
-            check.push_str(&super::shell_quote(&upload.remote_path));
+            check.push_str(&crate::ssh::shell_quote(&upload.remote_path));
         }
         check.push_str("; do if [ -f \"$f\" ]; then sha256sum \"$f\"; fi; done");
         let present = session.run(&check).await?.stdout;
@@ -465,7 +465,7 @@ async fn run_step(session: &Session, step: &Step) -> Result<(), SshError> {
             let _ = write!(
                 script,
                 "put {} {:o} {} <<'ILHA_EOF'\n{}\nILHA_EOF\n",
-                super::shell_quote(&upload.remote_path),
+                crate::ssh::shell_quote(&upload.remote_path),
                 upload.mode,
                 upload.sha256,
                 base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -661,8 +661,9 @@ pub async fn up(request: &UpRequest) -> anyhow::Result<UpReport> {
     let admin = prepared.state_dir.join("admin.conf");
     let text = certs::operator_admin_kubeconfig(&prepared.pki, plan)?;
     if std::fs::read_to_string(&admin).ok().as_deref() != Some(text.as_str()) {
-        allocations::write_atomically(&admin, text.as_bytes())?;
-        set_private(&admin)?;
+        // 0600 before the first byte: it holds the cluster-admin key.
+        crate::fsutil::write_atomic(&admin, text.as_bytes(), 0o600)
+            .with_context(|| format!("writing {}", admin.display()))?;
     }
     prepared.fleet.close().await;
     Ok(UpReport {
@@ -675,12 +676,6 @@ pub async fn up(request: &UpRequest) -> anyhow::Result<UpReport> {
         elapsed: started.elapsed(),
         nodes_ready,
     })
-}
-
-fn set_private(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("chmod 600 {}", path.display()))
 }
 
 async fn wait_nodes_ready(
@@ -785,7 +780,7 @@ async fn apply_addons(prepared: &Prepared, session: &Session) -> anyhow::Result<
         let sha256 = steps::file_sha256(path)?;
         script.push_str(&kubectl(&format!(
             "apply -f {}\n",
-            super::shell_quote(&remote)
+            crate::ssh::shell_quote(&remote)
         )));
         uploads.push((remote, path.clone(), sha256));
     }

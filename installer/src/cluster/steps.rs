@@ -297,7 +297,7 @@ pub fn host_steps(
                 import,
                 "grep -Fxq {} <<<\"$present\" || \
                  {{ echo 'image {} missing after import' >&2; exit 1; }}",
-                super::shell_quote(&image.name),
+                crate::ssh::shell_quote(&image.name),
                 image.name
             );
         }
@@ -374,20 +374,10 @@ pub fn host_steps(
     Ok(steps)
 }
 
-/// sha256 of a local file, streamed.
+/// sha256 of a local file (hex), streamed.
 pub fn file_sha256(path: &Path) -> anyhow::Result<String> {
     use anyhow::Context as _;
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let n = std::io::Read::read(&mut file, &mut buffer)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
+    let (digest, _size) = ilha_format::digest::sha256_file(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(digest.to_string())
 }

@@ -2,7 +2,7 @@
 //! a half-written key behind) and random serial numbers.
 
 use std::fs;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -37,23 +37,9 @@ pub(super) fn read_optional(path: &Path) -> Result<Option<String>, PkiError> {
     }
 }
 
-/// Writes through a temporary file in the same directory, synced and renamed over `path`, so
-/// readers see either the old content or the complete new one.
+/// [`crate::fsutil::write_atomic`], with errors naming `path`.
 pub(super) fn write_atomic(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io_error(dir))?;
-    // Set the mode before any secret byte is written.
-    fs::set_permissions(temp.path(), fs::Permissions::from_mode(mode)).map_err(io_error(path))?;
-    temp.write_all(contents.as_bytes())
-        .map_err(io_error(path))?;
-    temp.as_file().sync_all().map_err(io_error(path))?;
-    temp.persist(path)
-        .map_err(|error| io_error(path)(error.error))?;
-    // Make the rename itself durable: losing a freshly made CA after a crash would orphan every
-    // certificate signed with it in the meantime.
-    fs::File::open(dir)
-        .and_then(|dir_handle| dir_handle.sync_all())
-        .map_err(io_error(dir))
+    crate::fsutil::write_atomic(path, contents.as_bytes(), mode).map_err(io_error(path))
 }
 
 /// A random, positive 128-bit serial number (RFC 5280 allows up to 20 octets).

@@ -15,7 +15,7 @@ pub(crate) fn probe_script(checks: &HostChecks) -> String {
     units.dedup();
     let units = units
         .iter()
-        .map(|unit| shell_quote(unit))
+        .map(|unit| crate::ssh::shell_quote(unit))
         .collect::<Vec<_>>()
         .join(" ");
     let tools = REQUIRED_TOOLS.join(" ");
@@ -97,11 +97,6 @@ echo "now_end=$(date +%s.%N)"
 echo {END_MARKER}
 "#
     )
-}
-
-/// `'it'\''s'`: one word for the remote shell.
-fn shell_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
 }
 
 #[cfg(test)]

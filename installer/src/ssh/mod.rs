@@ -12,4 +12,4 @@ pub use error::{ConnectFailure, FleetError, SshError};
 pub use fleet::Fleet;
 pub use options::{KnownHostsPolicy, SshOptions, Target};
 pub use report::{HostOutcome, Report};
-pub use session::{Output, Session, UploadSource};
+pub use session::{Output, Session, UploadSource, shell_quote};

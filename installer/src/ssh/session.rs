@@ -420,7 +420,7 @@ fn lost_detail(master: &openssh::Error, stderr: &str) -> String {
 }
 
 /// `'it'\''s'`: one word for the remote shell.
-fn shell_quote(text: &str) -> String {
+pub fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
