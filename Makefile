@@ -18,7 +18,7 @@ KEYDIR := bundles/keys
 # How ilha reaches the lab's hosts (written by `cargo xtask lab up`, default state directory).
 LAB_SSH := --ssh-config /var/lib/ilha-lab/ssh/ssh_config --known-hosts /var/lib/ilha-lab/ssh/known_hosts
 
-.PHONY: all deps build test demo lab-up lab-down lab-status lint bench bench-up clean-lab
+.PHONY: all deps build test demo lab-up lab-down lab-status lint bench bench-up bench-scale clean-lab
 
 all: build
 
@@ -69,6 +69,11 @@ bench: deps
 bench-up: deps
 	$(CARGO) xtask artifacts build
 	bench/up.sh 3 6 12
+
+# Wall time of `ilha scale` adding one worker to a running 6-host cluster (wipes the lab).
+bench-scale: deps
+	$(CARGO) xtask artifacts build
+	bench/scale.sh
 
 lab-up: deps
 	$(CARGO) xtask lab up -n 6

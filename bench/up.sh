@@ -31,7 +31,7 @@ for n in "${sizes[@]}"; do
   cargo xtask lab up -n "$n" >/dev/null 2>&1
   dir="$work/n$n"; mkdir -p "$dir"
   inventory "$n" >"$dir/inventory.ini"
-  printf 'cluster_name: bench%s\nstate_dir: state\n' "$n" >"$dir/cluster.yaml"
+  { printf 'cluster_name: bench%s\nstate_dir: state\n' "$n"; sed -n '/^kubelet_eviction_hard:/,$p' examples/lab/cluster.yaml; } >"$dir/cluster.yaml"
   args=("$work/lab.tar.zst" --pubkey "$work/keys/ilha.pub" -i "$dir/inventory.ini" -c "$dir/cluster.yaml"
         --ssh-config /var/lib/ilha-lab/ssh/ssh_config --known-hosts /var/lib/ilha-lab/ssh/known_hosts)
   start=$(date +%s.%N)

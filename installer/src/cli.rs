@@ -37,6 +37,16 @@ pub enum Command {
     /// Build or complete the cluster: verify the bundle, preflight every host, then install.
     /// Idempotent: a second run changes nothing; after a failure it continues where it stopped.
     Up(commands::up::ClusterArgs),
+    /// Bring hosts added to the inventory into the running cluster: only new hosts are installed;
+    /// existing ones get the minimum change (routes, proxy lists), one at a time for etcd and the
+    /// control plane. New etcd members join one by one with a health check in between.
+    Scale(commands::up::ClusterArgs),
+    /// Drain and remove nodes from Kubernetes (and etcd members from etcd), then remove what ilha
+    /// installed on them. Refuses to break etcd's quorum or remove the last control-plane host.
+    RemoveNode(commands::remove::RemoveNodeArgs),
+    /// Remove everything ilha put on the hosts (units, binaries, data, containers, pod network,
+    /// iptables chains), then compare each host with its pre-install record.
+    Reset(commands::reset::ResetArgs),
     /// Node-local TCP proxy to the kube-apiservers (runs as a systemd unit on workers).
     Apiproxy(crate::apiproxy::ApiProxyArgs),
 }
@@ -109,6 +119,9 @@ pub fn main() -> ExitCode {
         Command::Inventory(args) => commands::inventory::run(&args),
         Command::Plan(args) => commands::up::run_plan(&args),
         Command::Up(args) => commands::up::run_up(&args),
+        Command::Scale(args) => commands::up::run_scale(&args),
+        Command::RemoveNode(args) => commands::remove::run(&args),
+        Command::Reset(args) => commands::reset::run(&args),
         Command::Apiproxy(args) => crate::apiproxy::run(&args),
     };
     match result {

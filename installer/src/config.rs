@@ -4,6 +4,7 @@
 //! file and line. See `docs/cluster-config.md`.
 
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -194,8 +195,38 @@ pub struct ClusterConfig {
     pub network: Network,
     /// Where the operator-side state (CA keys, kubeconfigs, journals) lives.
     pub state_dir: PathBuf,
+    /// The kubelet's hard eviction thresholds (`evictionHard`), signal → quantity or percentage.
+    /// Empty: the kubelet's defaults. Set, it replaces them all, as in the kubelet's own config.
+    pub kubelet_eviction_hard: BTreeMap<String, String>,
     #[serde(skip)]
     lines: KeyLines,
+}
+
+/// The signals `evictionHard` takes (Linux).
+const EVICTION_SIGNALS: [&str; 5] = [
+    "memory.available",
+    "nodefs.available",
+    "nodefs.inodesFree",
+    "imagefs.available",
+    "pid.available",
+];
+
+/// `10%`, `100Mi`, `1Gi`, `500000`: what the kubelet accepts as a threshold.
+fn is_eviction_threshold(value: &str) -> bool {
+    let number = |s: &str| {
+        let mut parts = s.splitn(2, '.');
+        let whole = parts.next().unwrap_or("");
+        let frac = parts.next();
+        !whole.is_empty()
+            && whole.bytes().all(|b| b.is_ascii_digit())
+            && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
+    };
+    if let Some(percent) = value.strip_suffix('%') {
+        return number(percent) && percent.parse::<f64>().is_ok_and(|p| p < 100.0);
+    }
+    let digits = value.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let suffix = &value[digits.len()..];
+    number(digits) && ["", "Ki", "Mi", "Gi", "Ti", "k", "M", "G", "T"].contains(&suffix)
 }
 
 /// The line of each key set in the file, for errors found after parsing.
@@ -219,6 +250,7 @@ struct RawConfig {
     api_port: Option<Spanned<u16>>,
     network: Option<Spanned<String>>,
     state_dir: Option<Spanned<String>>,
+    kubelet_eviction_hard: Option<Spanned<BTreeMap<String, String>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -328,6 +360,10 @@ pub enum ConfigProblemKind {
     #[error("`state_dir` is empty")]
     EmptyStateDir,
     #[error(
+        "kubelet_eviction_hard: `{signal}: {value}` is not a threshold the kubelet takes: the signal must be one of memory.available, nodefs.available, nodefs.inodesFree, imagefs.available, pid.available, and the value a percentage below 100% or a quantity such as 100Mi"
+    )]
+    BadEviction { signal: String, value: String },
+    #[error(
         "kubernetes_version {configured} does not match the bundle's {bundled}: the bundle carries one version's binaries and images"
     )]
     VersionMismatch {
@@ -351,6 +387,7 @@ impl Default for ClusterConfig {
             api_port: DEFAULT_API_PORT,
             network: Network::Bridge,
             state_dir: default_state_dir(DEFAULT_CLUSTER_NAME),
+            kubelet_eviction_hard: BTreeMap::new(),
             lines: KeyLines::default(),
         }
     }
@@ -724,6 +761,24 @@ fn build(raw: RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<ConfigPro
         Some(dir) => base_dir.join(&dir.value),
         None => default_state_dir(&config.cluster_name),
     };
+    if let Some(eviction) = &raw.kubelet_eviction_hard {
+        for (signal, value) in &eviction.value {
+            if EVICTION_SIGNALS.contains(&signal.as_str()) && is_eviction_threshold(value) {
+                config
+                    .kubelet_eviction_hard
+                    .insert(signal.clone(), value.clone());
+            } else {
+                problem(
+                    line_of(eviction),
+                    "kubelet_eviction_hard",
+                    ConfigProblemKind::BadEviction {
+                        signal: signal.clone(),
+                        value: value.clone(),
+                    },
+                );
+            }
+        }
+    }
     if problems.is_empty() {
         Ok(config)
     } else {
@@ -773,6 +828,32 @@ fn is_dns_label(label: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kubelet_eviction_thresholds_are_checked() {
+        let config = parse(
+            "kubelet_eviction_hard:\n  imagefs.available: 5%\n  memory.available: 100Mi\n  nodefs.inodesFree: \"2.5%\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.kubelet_eviction_hard["imagefs.available"], "5%");
+        assert_eq!(config.kubelet_eviction_hard["memory.available"], "100Mi");
+        assert_eq!(config.kubelet_eviction_hard["nodefs.inodesFree"], "2.5%");
+        for bad in [
+            "imagefs.available: 150%",
+            "imagefs.available: lots",
+            "disk.free: 5%",
+        ] {
+            let err = parse(&format!(
+                "cluster_name: x\nkubelet_eviction_hard:\n  {bad}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains(":3: kubelet_eviction_hard:") && err.contains("is not a threshold"),
+                "{bad}: {err}"
+            );
+        }
+    }
 
     fn parse(text: &str) -> Result<ClusterConfig, ConfigError> {
         ClusterConfig::parse(Path::new("conf/cluster.yaml"), text)

@@ -212,22 +212,29 @@ pub fn write_inventory(
     path
 }
 
+/// The lab's hosts share the machine's disk, rarely 15% free: the kubelet's default eviction
+/// thresholds would evict test pods (as `examples/lab/cluster.yaml` says too).
+pub const LAB_EVICTION: &str = "kubelet_eviction_hard:\n  imagefs.available: 5%\n  nodefs.available: 5%\n  nodefs.inodesFree: 5%\n  memory.available: 100Mi\n";
+
 /// A cluster config putting the state directory under `dir`.
 pub fn write_config(dir: &Path, cluster_name: &str) -> PathBuf {
     let path = dir.join("cluster.yaml");
     std::fs::write(
         &path,
-        format!("cluster_name: {cluster_name}\nstate_dir: state\n"),
+        format!("cluster_name: {cluster_name}\nstate_dir: state\n{LAB_EVICTION}"),
     )
     .unwrap();
     path
 }
 
-/// Runs `ilha <args>` with the lab's ssh settings appended for `plan`/`up`.
+/// Runs `ilha <args>` with the lab's ssh settings appended for the commands that reach hosts.
 pub fn ilha(lab: &Lab, args: &[&str]) -> Output {
     let mut command = Command::new(ilha_binary());
     command.args(args);
-    if matches!(args.first(), Some(&"up") | Some(&"plan")) {
+    if matches!(
+        args.first(),
+        Some(&"up" | &"plan" | &"scale" | &"remove-node" | &"reset")
+    ) {
         command
             .arg("--ssh-config")
             .arg(lab.ssh_config().expect("lab ssh_config"))

@@ -40,6 +40,11 @@ impl Journal {
         self.done.get(step).is_some_and(|d| d == digest)
     }
 
+    /// Whether `step` ever finished here, whatever it installed then.
+    pub fn has(&self, step: &str) -> bool {
+        self.done.contains_key(step)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.done.is_empty()
     }

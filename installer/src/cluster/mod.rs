@@ -9,9 +9,15 @@ pub mod bundle;
 pub mod certs;
 pub mod images;
 pub mod journal;
+pub mod membership;
+pub mod record;
+pub mod remove;
 pub mod render;
+pub mod reset;
 pub mod run;
+pub mod snapshot;
 pub mod steps;
+pub mod teardown;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -39,6 +45,9 @@ pub mod paths {
     /// ilha's own state on a host: the journal, the image archive.
     pub const ILHA_DIR: &str = "/var/lib/ilha";
     pub const JOURNAL: &str = "/var/lib/ilha/journal";
+    /// Every file path a step has put on the host, one per line (appended, may repeat): what
+    /// `reset` removes besides the directories ilha owns.
+    pub const INSTALLED_FILES: &str = "/var/lib/ilha/files";
     pub const IMAGES_ARCHIVE: &str = "/var/lib/ilha/images.tar";
     pub const ROUTES_SCRIPT: &str = "/usr/local/sbin/ilha-routes";
     pub const ADMIN_CONF: &str = "/etc/kubernetes/admin.conf";
@@ -55,6 +64,9 @@ pub struct HostPlan {
     pub roles: BTreeSet<Role>,
     /// This node's pod range (Kubernetes nodes only).
     pub pod_cidr: Option<IpNet>,
+    /// How this etcd member starts (etcd members only; `None`: with every planned member, as a
+    /// new cluster).
+    pub etcd_bootstrap: Option<membership::Bootstrap>,
 }
 
 impl HostPlan {
@@ -122,6 +134,23 @@ impl ClusterPlan {
     }
 }
 
+/// Asks the operator to type `expected` (the cluster's name) before something destructive.
+/// Without a terminal to ask on, refuses and says to pass `--yes`.
+pub fn confirm(question: &str, expected: &str) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("{question}\nNot asking without a terminal: pass --yes to go on");
+    }
+    eprint!("{question}\nType the cluster name ({expected}) to go on: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim() != expected {
+        anyhow::bail!("not confirmed; nothing was changed");
+    }
+    Ok(())
+}
+
 /// `10.0.0.1:6443`, `[fd00::1]:6443`.
 pub(crate) fn ip_port(ip: IpAddr, port: u16) -> String {
     crate::config::join_host_port(&ip.to_string(), port)
@@ -147,6 +176,7 @@ pub(crate) mod tests_support {
                     peer_ip: ip,
                     roles,
                     pod_cidr: Some(format!("10.244.{}.0/24", i - 1).parse().unwrap()),
+                    etcd_bootstrap: None,
                 }
             })
             .collect();

@@ -53,7 +53,7 @@ fn unit_path(name: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // etcd
 
-fn etcd_peer_url(host: &HostPlan) -> String {
+pub fn etcd_peer_url(host: &HostPlan) -> String {
     format!("https://{}", ip_port(host.peer_ip, 2380))
 }
 
@@ -70,11 +70,17 @@ pub fn etcd_endpoints(plan: &ClusterPlan) -> String {
 }
 
 pub fn etcd_unit(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
-    let initial_cluster = plan
-        .etcd_members()
-        .map(|m| format!("{}={}", m.name, etcd_peer_url(m)))
-        .collect::<Vec<_>>()
-        .join(",");
+    // A member keeps the bootstrap it was first started with (see `membership`).
+    let (initial_cluster, state) = match &host.etcd_bootstrap {
+        Some(boot) => (boot.initial_cluster_flag(), boot.state.flag()),
+        None => (
+            plan.etcd_members()
+                .map(|m| format!("{}={}", m.name, etcd_peer_url(m)))
+                .collect::<Vec<_>>()
+                .join(","),
+            "new",
+        ),
+    };
     let pki = ETCD_PKI_DIR;
     let flags = vec![
         format!("--name={}", host.name),
@@ -89,7 +95,7 @@ pub fn etcd_unit(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
         format!("--initial-advertise-peer-urls={}", etcd_peer_url(host)),
         format!("--initial-cluster={initial_cluster}"),
         // Only read when the data directory is empty: re-runs keep the existing cluster.
-        "--initial-cluster-state=new".to_string(),
+        format!("--initial-cluster-state={state}"),
         format!("--initial-cluster-token={}", plan.config.cluster_name),
         format!("--cert-file={pki}/server.crt"),
         format!("--key-file={pki}/server.key"),
@@ -295,6 +301,12 @@ pub fn kubelet_config(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
             text,
             "registerWithTaints:\n- {{key: {MASTER_TAINT}, effect: NoSchedule}}"
         );
+    }
+    if !c.kubelet_eviction_hard.is_empty() {
+        text.push_str("evictionHard:\n");
+        for (signal, threshold) in &c.kubelet_eviction_hard {
+            let _ = writeln!(text, "  {signal}: \"{threshold}\"");
+        }
     }
     RemoteFile::new(format!("{KUBELET_DIR}/config.yaml"), 0o644, text)
 }
@@ -520,6 +532,25 @@ mod tests {
         );
         assert!(config.contains("registerWithTaints:"));
         assert!(!text(&kubelet_config(&new, &new.hosts[3])).contains("registerWithTaints"));
+    }
+
+    #[test]
+    fn kubelet_eviction_thresholds_only_when_configured() {
+        let mut plan = plan_for("1.20.2");
+        assert!(!text(&kubelet_config(&plan, &plan.hosts[3])).contains("evictionHard"));
+        plan.config
+            .kubelet_eviction_hard
+            .insert("imagefs.available".into(), "5%".into());
+        plan.config
+            .kubelet_eviction_hard
+            .insert("memory.available".into(), "100Mi".into());
+        let config = text(&kubelet_config(&plan, &plan.hosts[3]));
+        assert!(
+            config.ends_with(
+                "evictionHard:\n  imagefs.available: \"5%\"\n  memory.available: \"100Mi\"\n"
+            ),
+            "{config}"
+        );
     }
 
     #[test]

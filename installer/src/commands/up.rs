@@ -23,6 +23,20 @@ pub struct ClusterArgs {
     pub ssh: SshArgs,
 }
 
+/// The hosts of an existing cluster: what `scale`'s siblings (`remove-node`, `reset`) work on.
+#[derive(Debug, clap::Args)]
+pub struct HostsArgs {
+    /// The inventory: Kubespray INI or YAML.
+    #[arg(short, long, value_name = "FILE")]
+    pub inventory: PathBuf,
+    /// The cluster config (YAML); defaults apply without it. Its `state_dir` holds the cluster's
+    /// PKI, pod ranges, pre-install records and snapshots.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub ssh: SshArgs,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct SshArgs {
     /// ssh_config file (`ssh -F`); default: ~/.ssh/config as ssh reads it.
@@ -71,7 +85,7 @@ impl ClusterArgs {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
@@ -85,6 +99,12 @@ pub fn run_plan(args: &ClusterArgs) -> anyhow::Result<()> {
 
 pub fn run_up(args: &ClusterArgs) -> anyhow::Result<()> {
     let report = runtime()?.block_on(run::up(&args.request()))?;
+    print!("{}", report.render());
+    Ok(())
+}
+
+pub fn run_scale(args: &ClusterArgs) -> anyhow::Result<()> {
+    let report = runtime()?.block_on(run::scale(&args.request()))?;
     print!("{}", report.render());
     Ok(())
 }

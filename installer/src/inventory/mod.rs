@@ -121,6 +121,8 @@ pub struct Inventory {
     /// In the order the file first names them.
     pub hosts: Vec<Host>,
     pub unknown_groups: Vec<UnknownGroup>,
+    /// Line of the etcd group's header (1 when absent).
+    pub etcd_line: usize,
 }
 
 impl Inventory {
@@ -153,7 +155,23 @@ impl Inventory {
             format,
             hosts: resolved.hosts,
             unknown_groups: resolved.unknown_groups,
+            etcd_line: resolved.etcd_line,
         })
+    }
+
+    /// A new etcd cluster needs an odd number of members (1, 3, 5...): an even count tolerates
+    /// no more failures than the odd count below it, and Kubespray refuses it too. A running
+    /// cluster may pass through an even count while it grows, so this is asked only when etcd
+    /// is first built.
+    pub fn check_odd_etcd(&self) -> Result<(), InventoryError> {
+        let count = self.etcd().count();
+        if count.is_multiple_of(2) {
+            return Err(InventoryError::Invalid {
+                path: self.source.clone(),
+                problems: vec![Problem::new(self.etcd_line, ProblemKind::EvenEtcd(count))],
+            });
+        }
+        Ok(())
     }
 
     pub fn host(&self, name: &str) -> Option<&Host> {

@@ -11,6 +11,8 @@ use super::{Host, Role, UnknownGroup};
 pub struct Resolved {
     pub hosts: Vec<Host>,
     pub unknown_groups: Vec<UnknownGroup>,
+    /// Line of the etcd group's header (1 when absent), for whole-group messages.
+    pub etcd_line: usize,
 }
 
 /// Groups ilha gives a meaning to, by today's names.
@@ -97,6 +99,7 @@ pub fn resolve(raw: &RawInventory) -> Result<Resolved, Vec<Problem>> {
         Ok(Resolved {
             hosts,
             unknown_groups,
+            etcd_line: groups.get("etcd").map_or(1, |group| group.line),
         })
     } else {
         problems.sort_by_key(|problem| problem.line);
@@ -467,17 +470,11 @@ fn check_roles(hosts: &[Host], groups: &HashMap<&str, &RawGroup>, problems: &mut
             ));
         }
     }
-    let etcd_count = hosts
-        .iter()
-        .filter(|host| host.has_role(Role::Etcd))
-        .count();
-    if etcd_count > 0 && etcd_count % 2 == 0 && !problems_hide_role(problems) {
-        let line = groups.get("etcd").map_or(1, |group| group.line);
-        problems.push(Problem::new(line, ProblemKind::EvenEtcd(etcd_count)));
-    }
+    // An even etcd count is not a problem of the file: a running cluster passes through one
+    // while it grows (`Inventory::check_odd_etcd` is asked when a new cluster is built).
 }
 
-/// A host dropped for another error may be the missing role holder (or the odd etcd member):
+/// A host dropped for another error may be the missing role holder:
 /// don't pile on.
 fn problems_hide_role(problems: &[Problem]) -> bool {
     problems.iter().any(|problem| {
