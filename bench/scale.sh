@@ -2,14 +2,15 @@
 # Wall time of `ilha scale` adding one worker to a running 6-host cluster (the seed's layout), and
 # of `ilha remove-node` taking it out again (release binaries, fresh lab hosts).
 #   bench/scale.sh
-# Needs root and the lab (it wipes the lab's hosts).
+# Needs root and the lab (it wipes the lab's hosts). ILHA_BENCH_KEEP=1 keeps the logs (scale.log has
+# the time spent before the first change, "prepared elapsed=").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release -q -p ilha -p ilha-bundler
 cargo xtask artifacts serve >/dev/null
 work=$(mktemp -d /tmp/ilha-bench-scale.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+[ -n "${ILHA_BENCH_KEEP:-}" ] || trap 'rm -rf "$work"' EXIT
 target/release/ilha-bundler keygen --out "$work/keys" >/dev/null 2>&1
 target/release/ilha-bundler build manifests/lab.yaml --key "$work/keys/ilha.key" \
   --out "$work/lab.tar.zst" --insecure-registry 127.0.0.1:5880 >/dev/null 2>&1
@@ -39,7 +40,7 @@ timed() { # LABEL LOG COMMAND... -> prints the label and the seconds it took
 timed "up, 6 hosts (3 masters+etcd, 3 workers)" "$work/up.log" \
   target/release/ilha up "${bundle_args[@]}" -i "$work/six.ini" -c "$work/cluster.yaml" "${ssh_args[@]}"
 timed "scale: +1 worker (node7) to the 6-host cluster" "$work/scale.log" \
-  target/release/ilha scale "${bundle_args[@]}" -i "$work/seven.ini" -c "$work/cluster.yaml" "${ssh_args[@]}"
+  env RUST_LOG=ilha=debug target/release/ilha scale "${bundle_args[@]}" -i "$work/seven.ini" -c "$work/cluster.yaml" "${ssh_args[@]}"
 grep -A8 '^Hosts changed:' "$work/scale.log" | sed 's/^/    /'
 timed "remove-node node7 (drain, delete, reset)" "$work/remove.log" \
   target/release/ilha remove-node node7 --yes -i "$work/seven.ini" -c "$work/cluster.yaml" "${ssh_args[@]}"
