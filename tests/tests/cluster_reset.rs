@@ -222,6 +222,47 @@ fn reset_removes_the_cluster_keeps_the_hosts_own_and_up_works_again() {
         text(&unknown)
     );
 
+    // A host that does not answer: refused before anything changes, naming it.
+    let ghost_inventory = work.path().join("with-ghost.ini");
+    std::fs::write(
+        &ghost_inventory,
+        std::fs::read_to_string(inventory)
+            .unwrap()
+            .replacen(
+                "\n",
+                "\nghost ansible_ssh_user=root ansible_ssh_host=10.88.0.99 ip=10.88.0.99\n",
+                1,
+            )
+            .replace("[kube-node]\n", "[kube-node]\nghost\n"),
+    )
+    .unwrap();
+    let unreachable = ilha(
+        &lab,
+        &[
+            "reset",
+            "-i",
+            ghost_inventory.to_str().unwrap(),
+            "-c",
+            config,
+            "--yes",
+            "--connect-timeout",
+            "3",
+        ],
+    );
+    assert!(!unreachable.status.success(), "{}", text(&unreachable));
+    assert!(
+        text(&unreachable).contains("ghost"),
+        "{}",
+        text(&unreachable)
+    );
+    for index in 1..=3 {
+        assert_eq!(
+            probe(&lab, index)["journal"],
+            "yes",
+            "a reset refused for an unreachable host changed h{index}"
+        );
+    }
+
     // Without --yes and without a terminal to ask on: refused, nothing changed.
     let refused = reset(&[]);
     assert!(!refused.status.success(), "reset without --yes must refuse");

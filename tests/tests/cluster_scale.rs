@@ -3,10 +3,11 @@
 //! quorum answering throughout, a worker with pods is drained and removed, and a removal that
 //! would leave etcd short of its quorum is refused.
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ilha_e2e::cluster::{
-    FreshLab, Member, fresh_lab, ilha, kubectl, lab_bundle, text, write_config, write_inventory,
+    FreshLab, Member, eventually, fresh_lab, ilha, kubectl, lab_bundle, text, write_config,
+    write_inventory,
 };
 
 const CP: &[&str] = &["kube-master", "etcd"];
@@ -303,4 +304,39 @@ fn grow_and_shrink_a_running_cluster() {
     assert_eq!(pods.len(), 3, "{pods:?}");
     assert!(pods.values().all(|p| p.0 != "node5"), "{pods:?}");
     assert!(!pods.contains_key(&on_node5[0]), "{pods:?}");
+
+    // A worker that lost power cannot confirm its pods stopped: the drain is given up after its
+    // timeout, the Node deleted anyway, and its pod recreated elsewhere.
+    lab.kill(6).unwrap();
+    let (inventory, config) = cluster.paths(&layout);
+    let out = ilha(
+        lab,
+        &[
+            "remove-node",
+            "node6",
+            "-i",
+            &inventory,
+            "-c",
+            &config,
+            "--yes",
+            "--drain-timeout",
+            "5",
+            "--connect-timeout",
+            "3",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("node6: unreachable"), "{}", text(&out));
+    assert!(text(&out).contains("drain given up"), "{}", text(&out));
+    assert!(!kubectl(lab, 1, "get nodes -o name").contains("node/node6"));
+    // The pod garbage collector deletes the dead node's pods; their replacements land on node4.
+    eventually(
+        "every pod of the Deployment running on node4",
+        Duration::from_secs(120),
+        || {
+            let pods = cluster.pods();
+            (pods.len() == 3 && pods.values().all(|p| p.0 == "node4")).then_some(())
+        },
+    );
+    kubectl(lab, 1, "rollout status deployment/spread --timeout=120s");
 }

@@ -13,17 +13,11 @@ pub struct ClusterArgs {
     /// The minisign public key the bundle must be signed with.
     #[arg(long, env = "ILHA_PUBKEY")]
     pub pubkey: PathBuf,
-    /// The inventory: Kubespray INI or YAML.
-    #[arg(short, long, value_name = "FILE")]
-    pub inventory: PathBuf,
-    /// The cluster config (YAML); defaults apply without it.
-    #[arg(short, long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
     #[command(flatten)]
-    pub ssh: SshArgs,
+    pub hosts: HostsArgs,
 }
 
-/// The hosts of an existing cluster: what `scale`'s siblings (`remove-node`, `reset`) work on.
+/// The hosts and the cluster config: what every command that reaches hosts is given.
 #[derive(Debug, clap::Args)]
 pub struct HostsArgs {
     /// The inventory: Kubespray INI or YAML.
@@ -78,9 +72,9 @@ impl ClusterArgs {
         UpRequest {
             bundle: self.bundle.clone(),
             pubkey: self.pubkey.clone(),
-            inventory: self.inventory.clone(),
-            config: self.config.clone(),
-            ssh: self.ssh.options(),
+            inventory: self.hosts.inventory.clone(),
+            config: self.hosts.config.clone(),
+            ssh: self.hosts.ssh.options(),
         }
     }
 }
