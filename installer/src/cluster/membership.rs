@@ -18,15 +18,16 @@ const FILE: &str = "etcd-members.json";
 
 /// `etcdctl` on a member against its own client port, as the health-check client.
 pub fn etcdctl(args: &str) -> String {
-    etcdctl_at("https://127.0.0.1:2379", args)
+    etcdctl_at("https://127.0.0.1:2379", "30s", args)
 }
 
-/// `etcdctl` on a member against `endpoints` (comma-separated client URLs).
-pub fn etcdctl_at(endpoints: &str, args: &str) -> String {
+/// `etcdctl` on a member against `endpoints` (comma-separated client URLs), each command given
+/// `timeout` (`3s`).
+pub fn etcdctl_at(endpoints: &str, timeout: &str, args: &str) -> String {
     format!(
         "ETCDCTL_API=3 {BIN_DIR}/etcdctl --endpoints={endpoints} \
          --cacert={ETCD_PKI_DIR}/ca.crt --cert={ETCD_PKI_DIR}/healthcheck-client.crt \
-         --key={ETCD_PKI_DIR}/healthcheck-client.key --command-timeout=30s {args}"
+         --key={ETCD_PKI_DIR}/healthcheck-client.key --command-timeout={timeout} {args}"
     )
 }
 

@@ -134,6 +134,11 @@ impl ClusterPlan {
     }
 }
 
+/// A progress line for the operator, on stderr (stdout carries the command's result).
+pub(crate) fn say(line: impl AsRef<str>) {
+    eprintln!("{}", line.as_ref());
+}
+
 /// Asks the operator to type `expected` (the cluster's name) before something destructive.
 /// Without a terminal to ask on, refuses and says to pass `--yes`.
 pub fn confirm(question: &str, expected: &str) -> anyhow::Result<()> {

@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 
 use super::membership::{self, Member};
-use super::paths::{ADMIN_CONF, BIN_DIR};
-use super::run::{load_inputs, targets};
+use super::run::{kubectl, load_inputs, targets};
+use super::say;
 use crate::inventory::{Inventory, Role};
 use crate::ssh::{Fleet, Session, SshOptions};
 
@@ -27,14 +27,6 @@ pub struct RemoveRequest {
     pub yes: bool,
     pub no_snapshot: bool,
     pub drain_timeout: Duration,
-}
-
-fn say(line: impl AsRef<str>) {
-    eprintln!("{}", line.as_ref());
-}
-
-fn kubectl(args: &str) -> String {
-    format!("{BIN_DIR}/kubectl --kubeconfig={ADMIN_CONF} --request-timeout=10s {args}")
 }
 
 /// The names, checked against the inventory; the error names the inventory file.
@@ -68,7 +60,7 @@ async fn etcd_view(elder: &Session) -> anyhow::Result<(Vec<Member>, Vec<String>)
             let _ = writeln!(
                 script,
                 "if {} >/dev/null 2>&1; then echo {}; fi",
-                membership::etcdctl_at(url, "--command-timeout=3s endpoint health"),
+                membership::etcdctl_at(url, "3s", "endpoint health"),
                 crate::ssh::shell_quote(&m.name)
             );
         }

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 
 use super::journal::{self, Journal};
-use super::membership;
 use super::record::{self, Difference, HostRecord};
 use super::snapshot::{self, Snapshot};
 use super::teardown::{self, Mode};
+use super::{membership, say};
 use crate::inventory::Inventory;
 use crate::ssh::{Fleet, SshOptions};
 
@@ -136,10 +136,6 @@ pub enum ResetOutcome {
         snapshot: Option<Snapshot>,
         report: ResetReport,
     },
-}
-
-fn say(line: impl AsRef<str>) {
-    eprintln!("{}", line.as_ref());
 }
 
 /// The records of `hosts`, read (and checked) before anything changes.

@@ -18,7 +18,7 @@ use super::bundle::InstallBundle;
 use super::journal::{self, Journal};
 use super::paths::*;
 use super::steps::{self, Content, Phase, SelfBinary, Step};
-use super::{ClusterPlan, HostPlan, allocations, certs, images, membership, render};
+use super::{ClusterPlan, HostPlan, allocations, certs, images, membership, render, say};
 use crate::config::ClusterConfig;
 use crate::inventory::Inventory;
 use crate::pki::Pki;
@@ -123,10 +123,6 @@ struct Prepared {
     established_etcd: Vec<String>,
     /// etcd members joining a running cluster, in the order they join.
     joining_etcd: Vec<String>,
-}
-
-fn say(line: impl AsRef<str>) {
-    eprintln!("{}", line.as_ref());
 }
 
 /// The inventory and the cluster config, checked against each other.
@@ -668,12 +664,7 @@ fn etcd_health_script(plan: &ClusterPlan, members: &[&str]) -> String {
         .filter_map(|name| plan.host(name))
         .map(|m| format!("https://{}", super::ip_port(m.peer_ip, 2379)))
         .collect();
-    format!(
-        "ETCDCTL_API=3 {BIN_DIR}/etcdctl --endpoints={} --cacert={ETCD_PKI_DIR}/ca.crt \
-         --cert={ETCD_PKI_DIR}/healthcheck-client.crt --key={ETCD_PKI_DIR}/healthcheck-client.key \
-         --command-timeout=3s endpoint health",
-        endpoints.join(",")
-    )
+    membership::etcdctl_at(&endpoints.join(","), "3s", "endpoint health")
 }
 
 /// `etcdctl member add` for `joiner` unless etcd already lists its peer URL (an earlier,
@@ -700,7 +691,8 @@ async fn add_etcd_member(elder: &Session, joiner: &HostPlan) -> anyhow::Result<b
     Ok(true)
 }
 
-fn kubectl(args: &str) -> String {
+/// `kubectl` as cluster admin on a control-plane host.
+pub(crate) fn kubectl(args: &str) -> String {
     format!("{BIN_DIR}/kubectl --kubeconfig={ADMIN_CONF} --request-timeout=5s {args}")
 }
 
