@@ -28,7 +28,7 @@ pub struct Cli {
 pub enum Command {
     /// Check a bundle completely: signatures, every entry's size and sha256, nothing extra.
     Verify(VerifyArgs),
-    /// List what a bundle contains (images, binaries, files, sizes).
+    /// List what a bundle or a restore kit contains.
     Inspect(InspectArgs),
     /// Read an inventory (Kubespray INI or YAML) and show its hosts and roles.
     Inventory(commands::inventory::InventoryArgs),
@@ -47,6 +47,13 @@ pub enum Command {
     /// Remove everything ilha put on the hosts (units, binaries, data, containers, pod network,
     /// iptables chains), then compare each host with its pre-install record.
     Reset(commands::reset::ResetArgs),
+    /// Write a signed restore kit: an etcd snapshot proven by a restore drill, /etc/kubernetes of
+    /// every master, the state directory and every object through the API. `--schedule` installs
+    /// periodic snapshots on the etcd members instead; `backup list` shows them.
+    Backup(commands::backup::BackupArgs),
+    /// Restore a kit: etcd disaster recovery on the same masters, or (`--objects`) the dumped
+    /// objects into a new cluster. The kit is verified completely before any host is touched.
+    Restore(commands::restore::RestoreArgs),
     /// Node-local TCP proxy to the kube-apiservers (runs as a systemd unit on workers).
     Apiproxy(crate::apiproxy::ApiProxyArgs),
 }
@@ -122,6 +129,8 @@ pub fn main() -> ExitCode {
         Command::Scale(args) => commands::up::run_scale(&args),
         Command::RemoveNode(args) => commands::remove::run(&args),
         Command::Reset(args) => commands::reset::run(&args),
+        Command::Backup(args) => commands::backup::run(&args),
+        Command::Restore(args) => commands::restore::run(&args),
         Command::Apiproxy(args) => crate::apiproxy::run(&args),
     };
     match result {

@@ -2,6 +2,7 @@
 //! its own module so later phases (`plan`, `up`) can reuse them.
 
 pub mod apiproxy;
+pub mod backup;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
@@ -11,4 +12,5 @@ pub mod inventory;
 pub mod kubeconfig;
 pub mod pki;
 pub mod preflight;
+pub mod restore;
 pub mod ssh;

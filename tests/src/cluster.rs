@@ -233,7 +233,7 @@ pub fn ilha(lab: &Lab, args: &[&str]) -> Output {
     command.args(args);
     if matches!(
         args.first(),
-        Some(&"up" | &"plan" | &"scale" | &"remove-node" | &"reset")
+        Some(&"up" | &"plan" | &"scale" | &"remove-node" | &"reset" | &"backup" | &"restore")
     ) {
         command
             .arg("--ssh-config")

@@ -4,6 +4,7 @@
 //! test binaries and threads never share hosts) and makes sure the hosts are up.
 use std::ops::Deref;
 
+pub mod apiserver;
 pub mod cluster;
 pub mod ssh;
 

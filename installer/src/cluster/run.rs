@@ -634,7 +634,7 @@ async fn run_phase(
 }
 
 /// Retries `script` on `session` until it succeeds or `timeout` passes.
-async fn wait_for(
+pub(crate) async fn wait_for(
     session: &Session,
     what: &str,
     script: &str,
@@ -900,7 +900,8 @@ async fn install(request: &UpRequest, require_cluster: bool) -> anyhow::Result<U
         .expect("validated: a control-plane host");
     let session = prepared.fleet.session(&master.name).expect("connected");
     let t = Instant::now();
-    let nodes_ready = wait_nodes_ready(session, plan, Duration::from_secs(240)).await?;
+    let nodes: Vec<&str> = plan.nodes().map(|n| n.name.as_str()).collect();
+    let nodes_ready = wait_nodes_ready(session, &nodes, Duration::from_secs(240)).await?;
     record_wait(&mut timings, "cluster", "nodes Ready", t);
     let cluster_changes =
         finish_nodes(session, plan).await? + apply_addons(&prepared, session).await?;
@@ -925,12 +926,12 @@ async fn install(request: &UpRequest, require_cluster: bool) -> anyhow::Result<U
     })
 }
 
-async fn wait_nodes_ready(
+/// Waits until every node named in `want` is Ready.
+pub(crate) async fn wait_nodes_ready(
     session: &Session,
-    plan: &ClusterPlan,
+    want: &[&str],
     timeout: Duration,
 ) -> anyhow::Result<usize> {
-    let want: Vec<&str> = plan.nodes().map(|n| n.name.as_str()).collect();
     let script = kubectl(
         "get nodes -o jsonpath='{range .items[*]}{.metadata.name} {.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}'",
     );

@@ -14,7 +14,7 @@ use super::paths::ILHA_DIR;
 use crate::ssh::{Fleet, Session};
 
 /// Where the snapshot is written on the member before it is copied out (removed afterwards).
-const REMOTE_SNAPSHOT: &str = "/var/lib/ilha/snapshot.db";
+pub const REMOTE_SNAPSHOT: &str = "/var/lib/ilha/snapshot.db";
 
 /// What `etcdctl snapshot status -w json` says about a snapshot file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,7 +63,7 @@ pub fn parse_status(text: &str) -> anyhow::Result<SnapshotStatus> {
     })
 }
 
-fn utc_stamp(unix: u64) -> String {
+pub(crate) fn utc_stamp(unix: u64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(unix as i64)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     format!(
@@ -77,9 +77,10 @@ fn utc_stamp(unix: u64) -> String {
     )
 }
 
-/// Takes a snapshot on `session` (an etcd member) and saves it under `<state_dir>/snapshots/`.
-pub async fn save(session: &Session, state_dir: &Path) -> anyhow::Result<Snapshot> {
-    let member = session.name().to_string();
+/// Takes a snapshot into [`REMOTE_SNAPSHOT`] on `session` (an etcd member) and reads it back with
+/// `snapshot status`, which checks the file's own hash. A snapshot without keys is refused.
+pub async fn take(session: &Session) -> anyhow::Result<SnapshotStatus> {
+    let member = session.name();
     let script = format!(
         "set -euo pipefail\nmkdir -p {ILHA_DIR}\nrm -f {REMOTE_SNAPSHOT}\n\
          {save} >/dev/null\n{status}\n",
@@ -95,25 +96,46 @@ pub async fn save(session: &Session, state_dir: &Path) -> anyhow::Result<Snapsho
     if status.total_keys == 0 {
         bail!("{member}: the etcd snapshot holds no keys; not keeping it as a backup");
     }
+    Ok(status)
+}
 
-    let taken_at = std::time::SystemTime::now()
+/// Copies the snapshot [`take`] made to `local` (its sha256 compared with the member's), removes
+/// it from the member and restricts the copy to its owner: it holds every Secret of the cluster.
+/// Returns the copy's sha256.
+pub async fn fetch(session: &Session, local: &Path) -> anyhow::Result<String> {
+    let member = session.name();
+    let downloaded = session.download(REMOTE_SNAPSHOT, local).await;
+    let _ = session.run(&format!("rm -f {REMOTE_SNAPSHOT}")).await;
+    downloaded
+        .with_context(|| format!("{member}: copying the etcd snapshot to {}", local.display()))?;
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(local, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {}", local.display()))?;
+    let (sha256, _) = ilha_format::digest::sha256_file(local)
+        .with_context(|| format!("reading {}", local.display()))?;
+    Ok(sha256.to_string())
+}
+
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+/// Takes a snapshot on `session` (an etcd member) and saves it under `<state_dir>/snapshots/`.
+pub async fn save(session: &Session, state_dir: &Path) -> anyhow::Result<Snapshot> {
+    let member = session.name().to_string();
+    let status = take(session).await?;
+    let taken_at = unix_now();
     let dir = state_dir.join("snapshots");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(format!("etcd-{}-{member}.db", utc_stamp(taken_at)));
-    // The download checks the copy's sha256 against the member's before it gets its name.
-    let downloaded = session.download(REMOTE_SNAPSHOT, &path).await;
-    let _ = session.run(&format!("rm -f {REMOTE_SNAPSHOT}")).await;
-    downloaded
-        .with_context(|| format!("{member}: copying the etcd snapshot to {}", path.display()))?;
-    let (sha256, _) = ilha_format::digest::sha256_file(&path)
-        .with_context(|| format!("reading {}", path.display()))?;
+    let sha256 = fetch(session, &path).await?;
     let snapshot = Snapshot {
         path: path.clone(),
         member,
-        sha256: sha256.to_string(),
+        sha256,
         status,
         taken_at,
     };
@@ -121,10 +143,6 @@ pub async fn save(session: &Session, state_dir: &Path) -> anyhow::Result<Snapsho
     let json = serde_json::to_vec_pretty(&snapshot).expect("plain data serializes");
     crate::fsutil::write_atomic(&record, &json, 0o600)
         .with_context(|| format!("writing {}", record.display()))?;
-    // The snapshot holds every Secret of the cluster.
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("restricting {}", path.display()))?;
     Ok(snapshot)
 }
 

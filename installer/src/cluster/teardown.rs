@@ -24,9 +24,11 @@ use super::record::HostRecord;
 use super::render::APIPROXY_BINARY;
 use crate::ssh::shell_quote;
 
-/// ilha's systemd units, in the order they are stopped: the kubelet first (so it starts no
-/// more pods), containerd last.
+/// ilha's systemd units, in the order they are stopped: the snapshot timer first (it must not
+/// fire while etcd goes), then the kubelet (so it starts no more pods), containerd last.
 pub const UNITS: &[&str] = &[
+    crate::backup::schedule::TIMER,
+    crate::backup::schedule::SERVICE,
     "kubelet.service",
     "kube-proxy.service",
     "ilha-apiproxy.service",
@@ -617,12 +619,24 @@ mod tests {
             render::routes_unit(),
             render::apiproxy_unit(&plan),
         ];
-        for unit in units {
+        let scheduled = crate::backup::schedule::render(&Default::default());
+        let scheduled_units = scheduled.iter().filter(|f| f.path.starts_with(UNIT_DIR));
+        for unit in units.iter().chain(scheduled_units) {
             let name = unit.path.strip_prefix("/etc/systemd/system/").unwrap();
             assert!(UNITS.contains(&name), "{name} is not in teardown::UNITS");
         }
-        assert_eq!(UNITS.len(), 9);
-        assert_eq!(UNITS[0], "kubelet.service");
+        assert_eq!(UNITS.len(), 11);
+        assert_eq!(UNITS[0], "ilha-etcd-snapshot.timer");
+        assert_eq!(UNITS[2], "kubelet.service");
+        // Scheduled snapshots are the operator's: reset never goes near them.
+        let backups = crate::backup::schedule::BACKUP_DIR;
+        assert!(
+            !OWNED_DIRS
+                .iter()
+                .chain(PARENT_DIRS)
+                .any(|d| backups.starts_with(d))
+        );
+        assert!(!FILE_ROOTS.iter().any(|root| backups.starts_with(root)));
         assert_eq!(UNITS.last(), Some(&"containerd.service"));
     }
 

@@ -1,8 +1,10 @@
 //! One module per `ilha` subcommand.
 
+pub mod backup;
 pub mod inspect;
 pub mod inventory;
 pub mod remove;
 pub mod reset;
+pub mod restore;
 pub mod up;
 pub mod verify;

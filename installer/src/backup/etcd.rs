@@ -1,0 +1,257 @@
+//! The etcd part of a backup: a snapshot from a healthy member, and the drill that proves it
+//! restores. The drill runs on the member that took it, before the file leaves: the snapshot is
+//! restored into a throwaway etcd on loopback ports, and that etcd must answer with the snapshot's
+//! revision and the same number of keys the live cluster had at that revision.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+
+use super::kit::Drill;
+use crate::cluster::membership::{self, etcdctl, etcdctl_at};
+use crate::cluster::paths::BIN_DIR;
+use crate::cluster::snapshot::{self, REMOTE_SNAPSHOT, SnapshotStatus};
+use crate::ssh::{Fleet, Session};
+
+/// Where the drill's etcd keeps its data (removed afterwards).
+const DRILL_DIR: &str = "/var/lib/ilha/drill";
+/// Loopback ports of the throwaway etcd: away from etcd's own 2379/2380.
+const DRILL_CLIENT: &str = "http://127.0.0.1:42379";
+const DRILL_PEER: &str = "http://127.0.0.1:42380";
+
+/// A snapshot on the operator's side, with its drill.
+#[derive(Debug, Clone)]
+pub struct DrilledSnapshot {
+    pub member: String,
+    pub status: SnapshotStatus,
+    pub sha256: String,
+    pub drill: Drill,
+    /// (name, peer URL) of every member, as etcd listed them: the initial cluster a restore uses.
+    pub members: Vec<(String, String)>,
+}
+
+/// `etcdctl get --limit=1 -w json`: the revision it answered at and how many keys the whole range
+/// holds (`count` ignores the limit; etcdctl 3.4 has no `--count-only`).
+#[derive(Debug, Deserialize)]
+struct CountReply {
+    header: CountHeader,
+    #[serde(default)]
+    count: u64,
+}
+#[derive(Debug, Deserialize)]
+struct CountHeader {
+    revision: u64,
+}
+
+/// The drill, as one script: the live count at the snapshot's revision first (compaction could
+/// otherwise move past it), then the restore and the throwaway etcd. Prints two JSON lines.
+fn drill_script(revision: u64) -> String {
+    let name = "ilha-drill";
+    let count_all = "get '' --from-key --limit=1 --keys-only -w json";
+    format!(
+        r#"set -euo pipefail
+dir={DRILL_DIR}
+rm -rf "$dir"; mkdir -p "$dir"
+live=$({live})
+ETCDCTL_API=3 {BIN_DIR}/etcdctl snapshot restore {REMOTE_SNAPSHOT} --name {name} \
+  --data-dir "$dir/data" --initial-cluster {name}={DRILL_PEER} \
+  --initial-advertise-peer-urls {DRILL_PEER} >"$dir/restore.log" 2>&1 \
+  || {{ cat "$dir/restore.log" >&2; exit 1; }}
+{BIN_DIR}/etcd --name {name} --data-dir "$dir/data" \
+  --listen-client-urls {DRILL_CLIENT} --advertise-client-urls {DRILL_CLIENT} \
+  --listen-peer-urls {DRILL_PEER} --initial-advertise-peer-urls {DRILL_PEER} \
+  --initial-cluster {name}={DRILL_PEER} >"$dir/etcd.log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+restored=
+for _ in $(seq 150); do
+  if restored=$({restored} 2>/dev/null); then break; fi
+  if ! kill -0 $pid 2>/dev/null; then tail -n 20 "$dir/etcd.log" >&2; exit 1; fi
+  sleep 0.1
+done
+[ -n "$restored" ] || {{ echo "the drill's etcd did not answer within 15s" >&2; tail -n 20 "$dir/etcd.log" >&2; exit 1; }}
+echo "$live"
+echo "$restored"
+"#,
+        live = etcdctl(&format!("{count_all} --rev={revision}")),
+        restored = etcdctl_at(DRILL_CLIENT, "3s", count_all),
+    )
+}
+
+/// Reads the drill script's two lines into a verdict.
+fn judge(status: &SnapshotStatus, output: &str, seconds: f64) -> anyhow::Result<Drill> {
+    let mut lines = output.lines().filter(|l| l.trim_start().starts_with('{'));
+    let (Some(live), Some(restored)) = (lines.next(), lines.next()) else {
+        bail!("unexpected drill output: {}", output.trim());
+    };
+    let live: CountReply =
+        serde_json::from_str(live).with_context(|| format!("reading the live count: {live}"))?;
+    let restored: CountReply = serde_json::from_str(restored)
+        .with_context(|| format!("reading the restored count: {restored}"))?;
+    let mut problems = Vec::new();
+    if restored.header.revision != status.revision {
+        problems.push(format!(
+            "the restored etcd is at revision {}, the snapshot at {}",
+            restored.header.revision, status.revision
+        ));
+    }
+    if restored.count != live.count {
+        problems.push(format!(
+            "the restored etcd has {} keys, the live cluster had {} at revision {}",
+            restored.count, live.count, status.revision
+        ));
+    }
+    if restored.count == 0 {
+        problems.push("the restored etcd holds no keys".to_string());
+    }
+    let passed = problems.is_empty();
+    let detail = if passed {
+        format!(
+            "restored into a throwaway etcd: revision {}, {} keys, as the live cluster at that revision",
+            restored.header.revision, restored.count
+        )
+    } else {
+        problems.join("; ")
+    };
+    Ok(Drill {
+        passed,
+        revision: restored.header.revision,
+        restored_keys: restored.count,
+        live_keys: live.count,
+        seconds,
+        detail,
+    })
+}
+
+/// Snapshot on `session`, drill, then copy it to `local`. A failed drill is an error: a backup
+/// that does not restore is not kept.
+pub async fn snapshot_and_drill(
+    session: &Session,
+    local: &Path,
+) -> anyhow::Result<DrilledSnapshot> {
+    let member = session.name().to_string();
+    let status = snapshot::take(session).await?;
+    let started = Instant::now();
+    let drilled = session
+        .run_script("etcd restore drill", &drill_script(status.revision))
+        .await
+        .with_context(|| format!("{member}: the restore drill of the etcd snapshot failed"));
+    let drill = match drilled {
+        Ok(out) => judge(&status, &out.stdout, started.elapsed().as_secs_f64())
+            .with_context(|| format!("{member}: the restore drill"))?,
+        Err(e) => {
+            let _ = session.run(&format!("rm -f {REMOTE_SNAPSHOT}")).await;
+            return Err(e);
+        }
+    };
+    if !drill.passed {
+        let _ = session.run(&format!("rm -f {REMOTE_SNAPSHOT}")).await;
+        bail!(
+            "{member}: the etcd snapshot failed its restore drill: {}; no kit was written",
+            drill.detail
+        );
+    }
+    let list = session
+        .run(&etcdctl("-w json member list"))
+        .await
+        .with_context(|| format!("{member}: listing etcd members"))?;
+    let members = membership::parse_member_list(&list.stdout)?
+        .into_iter()
+        .filter_map(|m| Some((m.name.clone(), m.peer_urls.first()?.clone())))
+        .collect();
+    let sha256 = snapshot::fetch(session, local).await?;
+    Ok(DrilledSnapshot {
+        member,
+        status,
+        sha256,
+        drill,
+        members,
+    })
+}
+
+/// Tries each member in turn until one gives a snapshot that passes its drill.
+pub async fn from_any_member(
+    fleet: &Fleet,
+    members: &[String],
+    local: &Path,
+) -> anyhow::Result<DrilledSnapshot> {
+    let mut failures = Vec::new();
+    for member in members {
+        let Some(session) = fleet.session(member) else {
+            failures.push(format!("{member}: not connected"));
+            continue;
+        };
+        match snapshot_and_drill(session, local).await {
+            Ok(taken) => return Ok(taken),
+            // A drill that ran and disagreed is about the data, not the member: another
+            // member's snapshot of the same data would not do better.
+            Err(e) if format!("{e:#}").contains("failed its restore drill") => return Err(e),
+            Err(e) => failures.push(format!("{e:#}")),
+        }
+    }
+    if members.is_empty() {
+        bail!("the inventory has no etcd member to take a snapshot from");
+    }
+    bail!(
+        "no etcd member gave a snapshot:\n  {}",
+        failures.join("\n  ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(revision: u64) -> SnapshotStatus {
+        SnapshotStatus {
+            hash: 1,
+            revision,
+            total_keys: 900,
+            total_size: 4096,
+        }
+    }
+
+    #[test]
+    fn a_drill_passes_when_revision_and_count_agree() {
+        // etcdctl 3.4 `get --limit=1 -w json` lines (kvs trimmed).
+        let out = "{\"header\":{\"cluster_id\":1,\"member_id\":2,\"revision\":5821,\"raft_term\":3},\"count\":412}\n\
+                   {\"header\":{\"cluster_id\":7,\"member_id\":8,\"revision\":5821,\"raft_term\":2},\"count\":412}\n";
+        let drill = judge(&status(5821), out, 1.5).unwrap();
+        assert!(drill.passed, "{drill:?}");
+        assert_eq!(
+            (drill.revision, drill.restored_keys, drill.live_keys),
+            (5821, 412, 412)
+        );
+    }
+
+    #[test]
+    fn a_drill_fails_on_missing_keys_or_another_revision() {
+        let out = "{\"header\":{\"revision\":5821},\"count\":412}\n{\"header\":{\"revision\":5800},\"count\":400}\n";
+        let drill = judge(&status(5821), out, 1.0).unwrap();
+        assert!(!drill.passed);
+        assert!(drill.detail.contains("revision 5800"), "{}", drill.detail);
+        assert!(drill.detail.contains("400 keys"), "{}", drill.detail);
+        assert!(judge(&status(1), "Error: no such member", 0.1).is_err());
+    }
+
+    #[test]
+    fn the_drill_script_is_valid_bash_and_stays_on_loopback() {
+        let script = drill_script(42);
+        assert!(script.contains("--rev=42"));
+        assert!(script.contains("snapshot restore /var/lib/ilha/snapshot.db"));
+        for line in script.lines().filter(|l| l.contains("http://")) {
+            assert!(!line.contains("http://10."), "{line}");
+        }
+        let check = std::process::Command::new("bash")
+            .args(["-n", "-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+}
