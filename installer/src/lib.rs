@@ -4,6 +4,7 @@
 pub mod apiproxy;
 pub mod backup;
 pub mod cli;
+pub mod clock;
 pub mod cluster;
 pub mod commands;
 pub mod config;

@@ -244,14 +244,6 @@ mod tests {
         for line in script.lines().filter(|l| l.contains("http://")) {
             assert!(!line.contains("http://10."), "{line}");
         }
-        let check = std::process::Command::new("bash")
-            .args(["-n", "-c", &script])
-            .output()
-            .unwrap();
-        assert!(
-            check.status.success(),
-            "{}",
-            String::from_utf8_lossy(&check.stderr)
-        );
+        crate::cluster::tests_support::assert_bash_syntax(&script);
     }
 }

@@ -351,7 +351,11 @@ pub fn render_inspect(m: &KitManifest) -> String {
         "Restore kit of cluster {:?} ({})",
         m.cluster_name, m.format
     );
-    let _ = writeln!(s, "  created:       {}", utc_time(m.created_at));
+    let _ = writeln!(
+        s,
+        "  created:       {}",
+        crate::clock::utc_time(m.created_at)
+    );
     let _ = writeln!(s, "  ilha version:  {}", m.ilha_version);
     let _ = writeln!(s, "  cluster CA:    sha256 {}", m.cluster_ca_sha256);
     let _ = writeln!(s, "  encryption:    {encryption}");
@@ -400,21 +404,6 @@ pub fn render_inspect(m: &KitManifest) -> String {
         human_bytes(total)
     );
     s
-}
-
-fn utc_time(unix: u64) -> String {
-    match time::OffsetDateTime::from_unix_timestamp(unix as i64) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        ),
-        Err(_) => format!("{unix} (unix time out of range)"),
-    }
 }
 
 /// The trusted comment of `KIT.minisig`; a cluster name is one DNS label, but a line break would

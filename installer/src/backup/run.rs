@@ -340,7 +340,7 @@ pub async fn backup(request: &BackupRequest) -> anyhow::Result<BackupReport> {
         format: kit::KIT_FORMAT.to_string(),
         cluster_name: config.cluster_name.clone(),
         cluster_ca_sha256: ca_sha256,
-        created_at: crate::cluster::snapshot::unix_now(),
+        created_at: crate::clock::unix_now(),
         ilha_version: env!("CARGO_PKG_VERSION").to_string(),
         etcd: EtcdSummary {
             member: taken.member.clone(),

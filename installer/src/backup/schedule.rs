@@ -359,7 +359,7 @@ pub async fn install(
                     first.file,
                     first.revision,
                     first.total_keys,
-                    human_size(first.size)
+                    ilha_format::inspect::human_bytes(first.size)
                 );
             }
             None => {
@@ -598,36 +598,6 @@ pub async fn list(fleet: &Fleet, hosts: &[String]) -> anyhow::Result<Vec<HostSna
 // ---------------------------------------------------------------------------------------------
 // Showing
 
-/// `3.1 MiB`.
-fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
-/// `2026-11-27 03:00:00`.
-fn utc_time(unix: u64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(unix as i64)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
-
 /// A table per host, newest snapshot first.
 pub fn render_list(list: &[HostSnapshots]) -> String {
     let mut out = String::new();
@@ -664,7 +634,7 @@ pub fn render_list(list: &[HostSnapshots]) -> String {
         let _ = writeln!(
             out,
             "  {:<width$}  {:<19}  {:>10}  {:>10}  {:>8}",
-            "FILE", "TAKEN (UTC)", "SIZE", "REVISION", "KEYS"
+            "FILE", "TAKEN", "SIZE", "REVISION", "KEYS"
         );
         for s in &host.snapshots {
             // 0: the status JSON next to the file is missing.
@@ -679,8 +649,8 @@ pub fn render_list(list: &[HostSnapshots]) -> String {
                 out,
                 "  {:<width$}  {:<19}  {:>10}  {:>10}  {:>8}",
                 s.file,
-                utc_time(s.taken_at),
-                human_size(s.size),
+                crate::clock::utc_time(s.taken_at),
+                ilha_format::inspect::human_bytes(s.size),
                 unknown(s.revision),
                 unknown(s.total_keys)
             );
@@ -753,20 +723,9 @@ mod tests {
 
     #[test]
     fn the_script_is_valid_bash() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ilha-etcd-snapshot");
         let files = render(&ScheduleSpec::default());
-        std::fs::write(&path, &file(&files, SCRIPT_PATH).content).unwrap();
-        let out = std::process::Command::new("bash")
-            .arg("-n")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "bash -n: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let script = String::from_utf8(file(&files, SCRIPT_PATH).content.clone()).unwrap();
+        crate::cluster::tests_support::assert_bash_syntax(&script);
     }
 
     #[test]
@@ -831,17 +790,7 @@ mod tests {
     #[test]
     fn remote_scripts_are_valid_bash() {
         for script in [readiness_script("it's hourly"), list_script()] {
-            let out = std::process::Command::new("bash")
-                .arg("-n")
-                .arg("-c")
-                .arg(&script)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "bash -n: {}\n{script}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            crate::cluster::tests_support::assert_bash_syntax(&script);
         }
     }
 
@@ -1119,14 +1068,5 @@ echo "{\"hash\":123,\"revision\":$((1000 + n)),\"totalKey\":$keys,\"totalSize\":
             "node2: no scheduled snapshots (timer not installed)"
         );
         assert_eq!(lines[7], "  no snapshots in /var/backups/ilha");
-    }
-
-    #[test]
-    fn sizes_read_like_humans_write_them() {
-        assert_eq!(human_size(0), "0 B");
-        assert_eq!(human_size(1023), "1023 B");
-        assert_eq!(human_size(1536), "1.5 KiB");
-        assert_eq!(human_size(3 * 1024 * 1024 + 300 * 1024), "3.3 MiB");
-        assert_eq!(human_size(5 << 30), "5.0 GiB");
     }
 }

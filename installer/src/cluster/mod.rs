@@ -165,6 +165,19 @@ pub(crate) fn ip_port(ip: IpAddr, port: u16) -> String {
 pub(crate) mod tests_support {
     use super::*;
 
+    /// Fails the test with bash's complaint and the script unless `script` parses (`bash -n`).
+    pub fn assert_bash_syntax(script: &str) {
+        let out = std::process::Command::new("bash")
+            .args(["-n", "-c", script])
+            .output()
+            .expect("running bash");
+        assert!(
+            out.status.success(),
+            "bash -n: {}\n{script}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The seed's layout: node1-3 masters + etcd, node4-6 workers, at 10.0.0.1-6.
     pub fn plan_for(version: &str) -> ClusterPlan {
         let hosts = (1..=6)

@@ -720,15 +720,7 @@ kernel.panic = 0
     #[test]
     fn the_capture_script_is_valid_bash_and_watches_ilha_paths() {
         let script = capture_script();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("capture.sh");
-        std::fs::write(&path, &script).unwrap();
-        let status = std::process::Command::new("bash")
-            .arg("-n")
-            .arg(&path)
-            .status()
-            .unwrap();
-        assert!(status.success(), "bash -n failed on:\n{script}");
+        crate::cluster::tests_support::assert_bash_syntax(&script);
         for path in ["'/var/lib/kubelet'", "'/usr/local/bin'", "'/etc/cni'"] {
             assert!(script.contains(path), "{path} not watched");
         }

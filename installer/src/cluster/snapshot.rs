@@ -63,20 +63,6 @@ pub fn parse_status(text: &str) -> anyhow::Result<SnapshotStatus> {
     })
 }
 
-pub(crate) fn utc_stamp(unix: u64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(unix as i64)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
-}
-
 /// Takes a snapshot into [`REMOTE_SNAPSHOT`] on `session` (an etcd member) and reads it back with
 /// `snapshot status`, which checks the file's own hash. A snapshot without keys is refused.
 pub async fn take(session: &Session) -> anyhow::Result<SnapshotStatus> {
@@ -116,21 +102,17 @@ pub async fn fetch(session: &Session, local: &Path) -> anyhow::Result<String> {
     Ok(sha256.to_string())
 }
 
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Takes a snapshot on `session` (an etcd member) and saves it under `<state_dir>/snapshots/`.
 pub async fn save(session: &Session, state_dir: &Path) -> anyhow::Result<Snapshot> {
     let member = session.name().to_string();
     let status = take(session).await?;
-    let taken_at = unix_now();
+    let taken_at = crate::clock::unix_now();
     let dir = state_dir.join("snapshots");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join(format!("etcd-{}-{member}.db", utc_stamp(taken_at)));
+    let path = dir.join(format!(
+        "etcd-{}-{member}.db",
+        crate::clock::utc_stamp(taken_at)
+    ));
     let sha256 = fetch(session, &path).await?;
     let snapshot = Snapshot {
         path: path.clone(),
@@ -194,12 +176,5 @@ mod tests {
         );
         let err = parse_status("Error: snapshot file has wrong hash").unwrap_err();
         assert!(format!("{err:#}").contains("wrong hash"), "{err:#}");
-    }
-
-    #[test]
-    fn file_names_sort_by_time() {
-        assert_eq!(utc_stamp(0), "19700101T000000Z");
-        assert_eq!(utc_stamp(1_795_748_400), "20261127T030000Z");
-        assert!(utc_stamp(1_795_748_400) < utc_stamp(1_795_748_401));
     }
 }

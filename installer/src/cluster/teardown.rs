@@ -548,23 +548,8 @@ printf 'teardown: %d action(s) done\n' "$actions"
 mod tests {
     use super::*;
     use crate::cluster::render;
+    use crate::cluster::tests_support::assert_bash_syntax;
     use crate::cluster::tests_support::plan_for;
-
-    fn bash_n(script: &str) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("teardown.sh");
-        std::fs::write(&path, script).unwrap();
-        let out = std::process::Command::new("bash")
-            .arg("-n")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "bash -n: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
 
     fn record() -> HostRecord {
         HostRecord::parse(
@@ -580,8 +565,8 @@ mod tests {
     fn every_variant_is_valid_bash() {
         let r = record();
         for mode in [Mode::Remove, Mode::DryRun] {
-            bash_n(&script(None, mode));
-            bash_n(&script(Some(&r), mode));
+            assert_bash_syntax(&script(None, mode));
+            assert_bash_syntax(&script(Some(&r), mode));
         }
     }
 

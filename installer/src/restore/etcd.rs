@@ -309,7 +309,7 @@ async fn recover_on(
                  change since then is lost; the control plane is down meanwhile.",
                 manifest.cluster_name,
                 manifest.etcd.status.revision,
-                crate::cluster::snapshot::utc_stamp(manifest.created_at)
+                crate::clock::utc_time(manifest.created_at)
             ),
             &manifest.cluster_name,
         )?;
@@ -595,6 +595,7 @@ async fn wait_nodes_heartbeat(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::tests_support::assert_bash_syntax;
 
     #[test]
     fn a_snapshot_is_checked_against_its_own_hash() {
@@ -615,23 +616,11 @@ mod tests {
         assert!(err.contains("truncated"), "{err}");
     }
 
-    fn bash_ok(script: &str) {
-        let check = std::process::Command::new("bash")
-            .args(["-n", "-c", script])
-            .output()
-            .unwrap();
-        assert!(
-            check.status.success(),
-            "{}",
-            String::from_utf8_lossy(&check.stderr)
-        );
-    }
-
     #[test]
     fn every_member_restores_with_the_same_initial_cluster() {
         let ic = "node1=https://10.0.0.1:2380,node2=https://10.0.0.2:2380";
         let script = restore_script("node2", "https://10.0.0.2:2380", ic, "lab");
-        bash_ok(&script);
+        assert_bash_syntax(&script);
         assert!(script.contains("--name 'node2'"), "{script}");
         assert!(
             script.contains(&format!("--initial-cluster '{ic}'")),
@@ -656,7 +645,7 @@ mod tests {
     #[test]
     fn put_back_never_replaces_a_file() {
         let script = put_back_script();
-        bash_ok(&script);
+        assert_bash_syntax(&script);
         assert!(script.contains("--skip-old-files"));
     }
 
