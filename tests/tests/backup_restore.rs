@@ -314,6 +314,12 @@ fn back_up_lose_etcd_quorum_recover_then_rebuild_and_restore_objects() {
         )
         .unwrap();
     }
+    // node3 also lost files of /etc/kubernetes, one of which its etcd cannot start without.
+    lab.ssh_ok(
+        3,
+        "rm /etc/kubernetes/pki/etcd/peer.key /etc/kubernetes/admin.conf",
+    )
+    .unwrap();
     eventually(
         "the API to stop answering (quorum lost)",
         Duration::from_secs(60),
@@ -360,6 +366,38 @@ fn back_up_lose_etcd_quorum_recover_then_rebuild_and_restore_objects() {
         "{}",
         text(&out)
     );
+    // A host that does not answer: named, and nothing changes.
+    let with_ghost = site.path("with-ghost.ini");
+    let mut ini = std::fs::read_to_string(&site.inventory).unwrap();
+    ini = ini.replacen(
+        '\n',
+        "\nghost ansible_ssh_user=root ansible_ssh_host=10.88.0.99 ip=10.88.0.99\n",
+        1,
+    );
+    ini = ini.replacen("[kube-node]\n", "[kube-node]\nghost\n", 1);
+    std::fs::write(&with_ghost, ini).unwrap();
+    let out = ilha(
+        lab,
+        &[
+            "restore",
+            sealed.to_str().unwrap(),
+            "--passphrase-file",
+            passphrase.to_str().unwrap(),
+            "--yes",
+            "--connect-timeout",
+            "3",
+            "-i",
+            with_ghost.to_str().unwrap(),
+            "-c",
+            &site.config,
+        ],
+    );
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(
+        said.contains("ghost") && said.contains("Nothing was changed"),
+        "{said}"
+    );
     for index in 1..=3 {
         assert!(
             !site.etcd_data_moved_aside(index),
@@ -387,6 +425,16 @@ fn back_up_lose_etcd_quorum_recover_then_rebuild_and_restore_objects() {
         started.elapsed().as_secs_f64()
     );
     assert!(out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("node3: 2 missing file(s) of /etc/kubernetes put back"),
+        "{said}"
+    );
+    lab.ssh_ok(
+        3,
+        "test -s /etc/kubernetes/pki/etcd/peer.key && test -s /etc/kubernetes/admin.conf",
+    )
+    .unwrap();
     for index in 1..=3 {
         assert!(
             site.etcd_data_moved_aside(index),
