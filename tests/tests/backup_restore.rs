@@ -491,8 +491,19 @@ fn back_up_lose_etcd_quorum_recover_then_rebuild_and_restore_objects() {
         &old_pubkey,
     ]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("create"), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("create namespaces shop"), "{said}");
+    // node5's label comes back: the dry run shows it as a diff line.
+    assert!(
+        said.lines()
+            .any(|l| l.trim_start().starts_with('+') && l.contains("tier: gold")),
+        "{said}"
+    );
     assert!(!site.shop_readable(), "--dry-run wrote to the cluster");
+    assert!(
+        site.kubectl("get node node5 -o jsonpath='{.metadata.labels.tier}'")
+            .is_empty()
+    );
     let started = Instant::now();
     let out = site.run(&[
         "restore",

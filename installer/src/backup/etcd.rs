@@ -125,12 +125,15 @@ fn judge(status: &SnapshotStatus, output: &str, seconds: f64) -> anyhow::Result<
     })
 }
 
-/// Snapshot on `session`, drill, then copy it to `local`. A failed drill is an error: a backup
-/// that does not restore is not kept.
-pub async fn snapshot_and_drill(
-    session: &Session,
-    local: &Path,
-) -> anyhow::Result<DrilledSnapshot> {
+/// What one member's attempt gave: a snapshot that passed its drill (copied to `local`), or a
+/// drill that ran and disagreed with the live cluster (nothing copied).
+enum Attempt {
+    Passed(DrilledSnapshot),
+    Disagreed(Drill),
+}
+
+/// Snapshot on `session`, drill, then copy it to `local` if the drill passed.
+async fn snapshot_and_drill(session: &Session, local: &Path) -> anyhow::Result<Attempt> {
     let member = session.name().to_string();
     let status = snapshot::take(session).await?;
     let started = Instant::now();
@@ -148,10 +151,7 @@ pub async fn snapshot_and_drill(
     };
     if !drill.passed {
         let _ = session.run(&format!("rm -f {REMOTE_SNAPSHOT}")).await;
-        bail!(
-            "{member}: the etcd snapshot failed its restore drill: {}; no kit was written",
-            drill.detail
-        );
+        return Ok(Attempt::Disagreed(drill));
     }
     let list = session
         .run(&etcdctl("-w json member list"))
@@ -162,16 +162,18 @@ pub async fn snapshot_and_drill(
         .filter_map(|m| Some((m.name.clone(), m.peer_urls.first()?.clone())))
         .collect();
     let sha256 = snapshot::fetch(session, local).await?;
-    Ok(DrilledSnapshot {
+    Ok(Attempt::Passed(DrilledSnapshot {
         member,
         status,
         sha256,
         drill,
         members,
-    })
+    }))
 }
 
-/// Tries each member in turn until one gives a snapshot that passes its drill.
+/// Tries each member in turn until one gives a snapshot that passes its drill. A drill that
+/// disagrees fails the backup at once: a backup that does not restore is not kept, and another
+/// member's snapshot of the same data would not do better.
 pub async fn from_any_member(
     fleet: &Fleet,
     members: &[String],
@@ -184,10 +186,11 @@ pub async fn from_any_member(
             continue;
         };
         match snapshot_and_drill(session, local).await {
-            Ok(taken) => return Ok(taken),
-            // A drill that ran and disagreed is about the data, not the member: another
-            // member's snapshot of the same data would not do better.
-            Err(e) if format!("{e:#}").contains("failed its restore drill") => return Err(e),
+            Ok(Attempt::Passed(taken)) => return Ok(taken),
+            Ok(Attempt::Disagreed(drill)) => bail!(
+                "{member}: the etcd snapshot failed its restore drill: {}; no kit was written",
+                drill.detail
+            ),
             Err(e) => failures.push(format!("{e:#}")),
         }
     }

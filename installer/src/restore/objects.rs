@@ -715,13 +715,17 @@ async fn restore_node(ctx: &Restorer<'_>, file: &str, dumped: &Value) -> NodeRes
         return result(NodeOutcome::Unchanged);
     };
     if ctx.dry_run {
-        let shape = json!({"metadata": {"labels": {}, "annotations": {}}, "spec": {"taints": []}});
+        // What restore touches on a Node, before and after.
+        let touched = |node: &Value| {
+            let at = |path: &str| node.pointer(path).cloned().unwrap_or(Value::Null);
+            json!({
+                "metadata": {"labels": at("/metadata/labels"), "annotations": at("/metadata/annotations")},
+                "spec": {"taints": at("/spec/taints")},
+            })
+        };
         let mut after = live.clone();
         json_merge(&mut after, &patch);
-        let diff = line_diff(
-            &to_yaml(&subset(&shape, &live)),
-            &to_yaml(&subset(&shape, &after)),
-        );
+        let diff = line_diff(&to_yaml(&touched(&live)), &to_yaml(&touched(&after)));
         return result(NodeOutcome::WouldPatch(diff));
     }
     let params = PatchParams {
