@@ -16,7 +16,7 @@ mod write;
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -268,6 +268,14 @@ pub enum KitError {
         #[source]
         source: io::Error,
     },
+}
+
+impl KitError {
+    /// For `map_err`: an I/O error on `path` while working on `kit`.
+    fn io(kit: &Path, path: &Path) -> impl FnOnce(io::Error) -> KitError + use<> {
+        let (kit, path) = (kit.to_owned(), path.to_owned());
+        move |source| KitError::Io { kit, path, source }
+    }
 }
 
 fn locked_hint(needed: Encryption) -> &'static str {

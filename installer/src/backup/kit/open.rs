@@ -55,14 +55,7 @@ pub fn open_kit(
     unlock: &Unlock,
     dest: &Path,
 ) -> Result<KitManifest, KitError> {
-    let io_err = |path: &Path| {
-        let path = path.to_owned();
-        move |source| KitError::Io {
-            kit: kit.to_owned(),
-            path,
-            source,
-        }
-    };
+    let io_err = |path: &Path| KitError::io(kit, path);
     let empty = fs::read_dir(dest).map_err(io_err(dest))?.next().is_none();
     if !empty {
         return Err(KitError::DestNotEmpty {
@@ -393,9 +386,7 @@ impl<'a> Extractor<'a> {
     }
 
     fn io_err(&self, path: &Path) -> impl FnOnce(io::Error) -> KitError + use<> {
-        let kit = self.kit.to_owned();
-        let path = path.to_owned();
-        move |source| KitError::Io { kit, path, source }
+        KitError::io(self.kit, path)
     }
 
     fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<(), KitError> {

@@ -53,14 +53,7 @@ pub fn write_kit(
     manifest.files.sort_by(|a, b| a.path.cmp(&b.path));
     let manifest_json = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
 
-    let io_err = |path: &Path| {
-        let path = path.to_owned();
-        move |source| KitError::Io {
-            kit: out.to_owned(),
-            path,
-            source,
-        }
-    };
+    let io_err = |path: &Path| KitError::io(out, path);
     let dir = match out.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -176,14 +169,7 @@ fn scan_dir(
     rel_dir: &str,
     staged: &mut Vec<Staged>,
 ) -> Result<(), KitError> {
-    let io_err = |path: &Path| {
-        let path = path.to_owned();
-        move |source| KitError::Io {
-            kit: kit.to_owned(),
-            path,
-            source,
-        }
-    };
+    let io_err = |path: &Path| KitError::io(kit, path);
     let mut children = fs::read_dir(dir)
         .and_then(|read| {
             read.map(|child| child.map(|c| c.path()))
