@@ -120,6 +120,9 @@ pub fn main() -> ExitCode {
     // clap prints usage errors itself and exits with 2; --help/--version exit 0.
     let cli = Cli::parse();
     init_logging(cli.verbose, matches!(cli.command, Command::Apiproxy(_)));
+    if let Some((name, mode)) = host_lock(&cli.command) {
+        crate::ssh::lock::set_command(name, mode);
+    }
     let result = match cli.command {
         Command::Verify(args) => commands::verify::run(&args),
         Command::Inspect(args) => commands::inspect::run(&args),
@@ -137,9 +140,29 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             report_error(&err);
-            ExitCode::from(1)
+            // Stopped by Ctrl-C or SIGTERM: the status a shell expects (130, 143).
+            ExitCode::from(crate::interrupt::exit_code().unwrap_or(1))
         }
     }
+}
+
+/// How each command that reaches hosts holds them (`ssh::lock`): exclusively when it may change
+/// them, shared when it only reads.
+fn host_lock(command: &Command) -> Option<(&'static str, crate::ssh::lock::LockMode)> {
+    use crate::ssh::lock::LockMode::{Exclusive, Shared};
+    Some(match command {
+        Command::Plan(_) => ("plan", Shared),
+        Command::Up(_) => ("up", Exclusive),
+        Command::Scale(_) => ("scale", Exclusive),
+        Command::RemoveNode(_) => ("remove-node", Exclusive),
+        Command::Reset(_) => ("reset", Exclusive),
+        Command::Backup(_) => ("backup", Exclusive),
+        Command::Restore(_) => ("restore", Exclusive),
+        Command::Verify(_)
+        | Command::Inspect(_)
+        | Command::Inventory(_)
+        | Command::Apiproxy(_) => return None,
+    })
 }
 
 #[cfg(test)]

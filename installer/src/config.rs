@@ -386,20 +386,42 @@ impl Default for ClusterConfig {
             api_endpoint: ApiEndpoint::NodeLocal,
             api_port: DEFAULT_API_PORT,
             network: Network::Bridge,
-            state_dir: default_state_dir(DEFAULT_CLUSTER_NAME),
+            state_dir: default_state_dir(Path::new(""), DEFAULT_CLUSTER_NAME),
             kubelet_eviction_hard: BTreeMap::new(),
             lines: KeyLines::default(),
         }
     }
 }
 
-/// Relative to where ilha runs, as the operator's working directory is the natural home of
-/// a cluster's state next to its inventory.
-fn default_state_dir(cluster_name: &str) -> PathBuf {
-    PathBuf::from("ilha-state").join(cluster_name)
+/// `ilha-state/<cluster_name>` next to the cluster config (or, without one, next to the
+/// inventory): never relative to where ilha happens to run, since a second state directory
+/// for a running cluster would mean new CAs pushed to its hosts.
+pub fn default_state_dir(base_dir: &Path, cluster_name: &str) -> PathBuf {
+    base_dir.join("ilha-state").join(cluster_name)
 }
 
 impl ClusterConfig {
+    /// All defaults, the state directory in `base_dir` (the config's or the inventory's).
+    pub fn defaults_beside(base_dir: &Path) -> ClusterConfig {
+        ClusterConfig {
+            state_dir: default_state_dir(base_dir, DEFAULT_CLUSTER_NAME),
+            ..ClusterConfig::default()
+        }
+    }
+
+    /// `path`'s config, or without one the defaults with the state directory next to the
+    /// inventory. The state directory is made absolute, so every summary names it plainly.
+    pub fn load_or_default(path: Option<&Path>, inventory: &Path) -> Result<Self, ConfigError> {
+        let mut config = match path {
+            Some(path) => ClusterConfig::load(path)?,
+            None => ClusterConfig::defaults_beside(inventory.parent().unwrap_or(Path::new(""))),
+        };
+        if let Ok(absolute) = std::path::absolute(&config.state_dir) {
+            config.state_dir = absolute;
+        }
+        Ok(config)
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -423,13 +445,13 @@ impl ClusterConfig {
                 kind: ConfigProblemKind::Yaml(message),
             }])
         })?;
+        let base_dir = path.parent().unwrap_or(Path::new(""));
         let Some(raw) = raw else {
             return Ok(ClusterConfig {
                 source: Some(path.to_path_buf()),
-                ..ClusterConfig::default()
+                ..ClusterConfig::defaults_beside(base_dir)
             });
         };
-        let base_dir = path.parent().unwrap_or(Path::new(""));
         build(raw, base_dir)
             .map(|config| ClusterConfig {
                 source: Some(path.to_path_buf()),
@@ -759,7 +781,7 @@ fn build(raw: RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<ConfigPro
         }
         // Relative to the config file, so the file means the same from any working directory.
         Some(dir) => base_dir.join(&dir.value),
-        None => default_state_dir(&config.cluster_name),
+        None => default_state_dir(base_dir, &config.cluster_name),
     };
     if let Some(eviction) = &raw.kubelet_eviction_hard {
         for (signal, value) in &eviction.value {
@@ -899,7 +921,7 @@ mod tests {
         assert_eq!(config.api_endpoint, ApiEndpoint::NodeLocal);
         assert_eq!(config.api_port, 6443);
         assert_eq!(config.network, Network::Bridge);
-        assert_eq!(config.state_dir, PathBuf::from("ilha-state/ilha"));
+        assert_eq!(config.state_dir, PathBuf::from("conf/ilha-state/ilha"));
         assert_eq!(config.kubernetes_version, None);
         assert_eq!(config.api_service_ip().to_string(), "10.96.0.1");
         assert_eq!(config.dns_service_ip().to_string(), "10.96.0.10");
@@ -925,7 +947,11 @@ mod tests {
         assert_eq!(config.api_port, 7443);
         assert_eq!(config.state_dir, PathBuf::from("conf/state"));
         let named = parse("cluster_name: prod\n").unwrap();
-        assert_eq!(named.state_dir, PathBuf::from("ilha-state/prod"));
+        assert_eq!(named.state_dir, PathBuf::from("conf/ilha-state/prod"));
+        assert_eq!(
+            parse("# only a comment\n").unwrap().state_dir,
+            PathBuf::from("conf/ilha-state/ilha")
+        );
     }
 
     #[test]

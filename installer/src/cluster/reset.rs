@@ -342,10 +342,21 @@ pub async fn reset(request: &ResetRequest) -> anyhow::Result<ResetOutcome> {
         .filter(|t| hosts.contains(&t.name))
         .collect();
 
+    let mut state = crate::statedir::StateDir::open(&state_dir, "reset")?;
     say(format!("Connecting to {} host(s) ...", targets.len()));
     let fleet = Fleet::connect(targets, &request.ssh)
         .await
         .context("cannot reach every host to reset; nothing was changed")?;
+    // Resetting another cluster's hosts by mistake is as final as it gets.
+    if let Err(e) =
+        super::identity::guard(&fleet, &state_dir, &config.cluster_name, "reset").await
+    {
+        fleet.close().await;
+        return Err(e);
+    }
+    if !request.dry_run {
+        state.keep();
+    }
     let outcome = reset_connected(
         request,
         &inventory,

@@ -52,6 +52,9 @@ pub struct UpReport {
     pub cluster_changes: usize,
     pub timings: Vec<StepTiming>,
     pub admin_kubeconfig: PathBuf,
+    /// The cluster's state directory (its CAs): named in every summary, since it is the one
+    /// thing the operator must not lose or mix up.
+    pub state_dir: PathBuf,
     pub elapsed: Duration,
     pub nodes_ready: usize,
 }
@@ -100,9 +103,10 @@ impl UpReport {
         }
         let _ = writeln!(
             out,
-            "{} nodes Ready in {:.1}s.\nAdmin kubeconfig: {}\n  kubectl --kubeconfig {} get nodes",
+            "{} nodes Ready in {:.1}s.\nState directory: {}\nAdmin kubeconfig: {}\n  kubectl --kubeconfig {} get nodes",
             self.nodes_ready,
             self.elapsed.as_secs_f64(),
+            self.state_dir.display(),
             self.admin_kubeconfig.display(),
             self.admin_kubeconfig.display()
         );
@@ -118,6 +122,8 @@ struct Prepared {
     steps: BTreeMap<String, Vec<Step>>,
     journals: BTreeMap<String, Journal>,
     state_dir: PathBuf,
+    /// Locked for this run; removed at the end if this run made it and changed no host.
+    state: crate::statedir::StateDir,
     pki: Pki,
     /// etcd members that have started before (their `etcd` step is journaled).
     established_etcd: Vec<String>,
@@ -130,11 +136,8 @@ pub(crate) fn load_inputs(
     inventory: &std::path::Path,
     config: Option<&std::path::Path>,
 ) -> anyhow::Result<(Inventory, ClusterConfig)> {
+    let config = ClusterConfig::load_or_default(config, inventory)?;
     let inventory = Inventory::load(inventory)?;
-    let config = match config {
-        Some(path) => ClusterConfig::load(path)?,
-        None => ClusterConfig::default(),
-    };
     config.check_inventory(&inventory)?;
     Ok((inventory, config))
 }
@@ -207,11 +210,13 @@ fn port_needs(host: &crate::inventory::Host, config: &ClusterConfig) -> Vec<Port
     ports
 }
 
-/// Resolves everything; `require_cluster` (for `scale`) refuses hosts none of which was installed.
-async fn prepare(request: &UpRequest, require_cluster: bool) -> anyhow::Result<Prepared> {
+/// Resolves everything; `scale` refuses hosts none of which was installed.
+async fn prepare(request: &UpRequest, command: &'static str) -> anyhow::Result<Prepared> {
     let started = Instant::now();
+    let require_cluster = command == "scale";
     let (inventory, config) = load_inputs(&request.inventory, request.config.as_deref())?;
     let state_dir = config.state_dir.clone();
+    let state = crate::statedir::StateDir::open(&state_dir, command)?;
 
     say(format!("Verifying {} ...", request.bundle.display()));
     let bundle = InstallBundle::open(&request.bundle, &request.pubkey, &state_dir)?;
@@ -284,6 +289,14 @@ async fn prepare(request: &UpRequest, require_cluster: bool) -> anyhow::Result<P
         addresses.insert(host.name.clone(), ip);
     }
     let journals = read_journals(&fleet).await?;
+    // Before anything is allocated, issued or pushed: these hosts must be this state
+    // directory's cluster (or fresh), or the run would mint new CAs over a running cluster.
+    if let Err(e) =
+        super::identity::guard(&fleet, &state_dir, &config.cluster_name, command).await
+    {
+        fleet.close().await;
+        return Err(e);
+    }
     if require_cluster && journals.values().all(Journal::is_empty) {
         fleet.close().await;
         bail!(
@@ -376,16 +389,19 @@ async fn prepare(request: &UpRequest, require_cluster: bool) -> anyhow::Result<P
         sha256: steps::file_sha256(&exe)?,
         path: exe,
     };
+    let identity = super::identity::ClusterIdentity::of_state_dir(&state_dir, &plan.config.cluster_name)?
+        .context("the state directory has no PKI right after it was made")?;
     let mut host_steps = BTreeMap::new();
     for host in &plan.hosts {
-        let list = steps::host_steps(
+        let mut list = vec![steps::identity_step(&identity)];
+        list.extend(steps::host_steps(
             &plan,
             &bundle,
             &pki,
             host,
             &(archive.clone(), archive_sha.clone()),
             &ilha,
-        )?;
+        )?);
         host_steps.insert(host.name.clone(), list);
     }
 
@@ -397,6 +413,7 @@ async fn prepare(request: &UpRequest, require_cluster: bool) -> anyhow::Result<P
         steps: host_steps,
         journals,
         state_dir,
+        state,
         pki,
         established_etcd,
         joining_etcd,
@@ -425,7 +442,7 @@ async fn read_journals(fleet: &Fleet) -> anyhow::Result<BTreeMap<String, Journal
 
 /// `ilha plan`: what `up` would do on each host, changing nothing.
 pub async fn plan(request: &UpRequest) -> anyhow::Result<String> {
-    let prepared = prepare(request, false).await?;
+    let prepared = prepare(request, "plan").await?;
     let mut out = String::new();
     let mut to_run = 0;
     for host in &prepared.plan.hosts {
@@ -582,6 +599,10 @@ async fn run_phase(
                     done.push((step.id, Duration::ZERO, false));
                     continue;
                 }
+                // After Ctrl-C or SIGTERM no new step starts; the run ends below.
+                if crate::interrupt::requested().is_some() {
+                    break;
+                }
                 let started = Instant::now();
                 if let Err(e) = run_step(session, step).await {
                     return Err((done, step.id, e));
@@ -622,6 +643,22 @@ async fn run_phase(
             });
         }
     }
+    if let Err(interrupted) = crate::interrupt::check() {
+        // Steps a terminal's Ctrl-C cut short (their ssh ended with it) are not journaled.
+        let cut: Vec<String> = failures
+            .iter()
+            .map(|f| f.split(": ").take(2).collect::<Vec<_>>().join(": "))
+            .collect();
+        bail!(
+            "{interrupted} (phase `{}`, {run} step(s) finished in it{})",
+            phase.title(),
+            if cut.is_empty() {
+                String::new()
+            } else {
+                format!("; cut short, to run again: {}", cut.join(", "))
+            }
+        );
+    }
     if !failures.is_empty() {
         bail!(
             "phase `{}` failed:\n  {}\nSteps finished so far are journaled on each host; \
@@ -642,6 +679,7 @@ pub(crate) async fn wait_for(
 ) -> anyhow::Result<String> {
     let deadline = Instant::now() + timeout;
     loop {
+        crate::interrupt::check()?;
         match session.run(script).await {
             Ok(out) => return Ok(out.stdout),
             Err(e) if Instant::now() >= deadline => {
@@ -698,12 +736,12 @@ pub(crate) fn kubectl(args: &str) -> String {
 
 /// `ilha up`.
 pub async fn up(request: &UpRequest) -> anyhow::Result<UpReport> {
-    install(request, false).await
+    install(request, "up").await
 }
 
 /// `ilha scale`: `up` on an inventory that grew, refusing when there is no cluster yet.
 pub async fn scale(request: &UpRequest) -> anyhow::Result<UpReport> {
-    install(request, true).await
+    install(request, "scale").await
 }
 
 fn record_wait(timings: &mut Vec<StepTiming>, host: &str, what: &str, since: Instant) {
@@ -860,9 +898,26 @@ async fn wait_api_ready(prepared: &Prepared, master: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn install(request: &UpRequest, require_cluster: bool) -> anyhow::Result<UpReport> {
+async fn install(request: &UpRequest, command: &'static str) -> anyhow::Result<UpReport> {
     let started = Instant::now();
-    let prepared = prepare(request, require_cluster).await?;
+    let mut prepared = prepare(request, command).await?;
+    crate::interrupt::check()?;
+    // From here on hosts change: the state directory is the cluster's and stays.
+    prepared.state.keep();
+    let state_dir = prepared.state_dir.clone();
+    match install_prepared(prepared, started).await {
+        Ok(report) => Ok(report),
+        Err(e) if crate::interrupt::requested().is_some() => Err(e.context(format!(
+            "`ilha {command}` stopped early: finished steps are journaled on each host and \
+             nothing else was started. Run `ilha {command}` again with the same inventory and \
+             config to continue from there (state directory: {}).",
+            state_dir.display()
+        ))),
+        Err(e) => Err(e),
+    }
+}
+
+async fn install_prepared(prepared: Prepared, started: Instant) -> anyhow::Result<UpReport> {
     let plan = &prepared.plan;
     let mut timings = Vec::new();
     let (mut run, mut skipped) = (0, 0);
@@ -882,6 +937,7 @@ async fn install(request: &UpRequest, require_cluster: bool) -> anyhow::Result<U
     }
 
     for phase in Phase::ALL {
+        crate::interrupt::check()?;
         say(format!("Phase: {}", phase.title()));
         let (r, s) = match phase {
             Phase::Etcd => etcd_phase(&prepared, &mut timings).await?,
@@ -921,6 +977,8 @@ async fn install(request: &UpRequest, require_cluster: bool) -> anyhow::Result<U
         timings,
         // Written just above, so it exists: the canonical path is the one to copy.
         admin_kubeconfig: std::fs::canonicalize(&admin).unwrap_or(admin),
+        state_dir: std::fs::canonicalize(&prepared.state_dir)
+            .unwrap_or_else(|_| prepared.state_dir.clone()),
         elapsed: started.elapsed(),
         nodes_ready,
     })
@@ -937,6 +995,7 @@ pub(crate) async fn wait_nodes_ready(
     );
     let deadline = Instant::now() + timeout;
     loop {
+        crate::interrupt::check()?;
         let out = session
             .run(&script)
             .await
@@ -1080,6 +1139,7 @@ mod tests {
                 },
             ],
             admin_kubeconfig: PathBuf::from("/state/admin.conf"),
+            state_dir: PathBuf::from("/state"),
             elapsed: Duration::from_secs(74),
             nodes_ready: 6,
         }

@@ -375,6 +375,22 @@ pub fn host_steps(
 }
 
 /// sha256 of a local file (hex), streamed.
+/// The first step on every host: the cluster's identity (name and CA fingerprints), which every
+/// later command compares with its state directory before changing the host (`identity`).
+pub fn identity_step(identity: &super::identity::ClusterIdentity) -> Step {
+    Step::new(
+        "identity",
+        Phase::Prepare,
+        vec![Upload::file(RemoteFile::new(
+            super::identity::IDENTITY_FILE,
+            0o644,
+            identity.to_json(),
+        ))],
+        "true".into(),
+        &[],
+    )
+}
+
 pub fn file_sha256(path: &Path) -> anyhow::Result<String> {
     use anyhow::Context as _;
     let (digest, _size) = ilha_format::digest::sha256_file(path)

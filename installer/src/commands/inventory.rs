@@ -49,10 +49,7 @@ struct ShowOutput<'a> {
 
 fn run_show(args: &ShowArgs) -> anyhow::Result<()> {
     let inventory = Inventory::load(&args.inventory)?;
-    let config = match &args.config {
-        Some(path) => ClusterConfig::load(path)?,
-        None => ClusterConfig::default(),
-    };
+    let config = ClusterConfig::load_or_default(args.config.as_deref(), &args.inventory)?;
     config.check_inventory(&inventory)?;
     for group in &inventory.unknown_groups {
         tracing::warn!(

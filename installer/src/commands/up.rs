@@ -79,10 +79,17 @@ impl ClusterArgs {
     }
 }
 
+/// The runtime every command that reaches hosts runs on, listening for Ctrl-C and SIGTERM
+/// (`crate::interrupt`): a first signal lets the command finish what is in flight.
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?)
+        .build()?;
+    {
+        let _entered = runtime.enter();
+        crate::interrupt::listen();
+    }
+    Ok(runtime)
 }
 
 pub fn run_plan(args: &ClusterArgs) -> anyhow::Result<()> {

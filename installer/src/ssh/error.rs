@@ -111,6 +111,9 @@ pub enum SshError {
         expected: String,
         actual: String,
     },
+    /// Another `ilha` command holds the host (see `ssh::lock`).
+    #[error("{host}: {detail}")]
+    Locked { host: String, detail: String },
 }
 
 impl SshError {
@@ -122,7 +125,8 @@ impl SshError {
             | SshError::ConnectionLost { host, .. }
             | SshError::Ssh { host, .. }
             | SshError::LocalIo { host, .. }
-            | SshError::DigestMismatch { host, .. } => host,
+            | SshError::DigestMismatch { host, .. }
+            | SshError::Locked { host, .. } => host,
         }
     }
 
@@ -146,7 +150,16 @@ pub struct FleetError {
 
 impl fmt::Display for FleetError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "could not connect to {} host(s):", self.failures.len())?;
+        let locked = self
+            .failures
+            .iter()
+            .filter(|e| matches!(e, SshError::Locked { .. }))
+            .count();
+        if locked == self.failures.len() {
+            write!(f, "{locked} host(s) in use by another ilha command:")?;
+        } else {
+            write!(f, "could not connect to {} host(s):", self.failures.len())?;
+        }
         for failure in &self.failures {
             write!(f, "\n  {failure}")?;
         }

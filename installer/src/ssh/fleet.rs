@@ -4,14 +4,17 @@ use std::time::Instant;
 use futures_util::stream::{self, StreamExt};
 
 use super::error::{FleetError, SshError};
+use super::lock::{HostLock, current_holder};
 use super::options::{SshOptions, Target};
 use super::report::{HostOutcome, Report};
 use super::session::{Output, Session, UploadSource, source_sha256};
 
-/// Open sessions to a set of hosts, in inventory order.
+/// Open sessions to a set of hosts, in inventory order, each host locked for this command
+/// (`ssh::lock`) for as long as the fleet lives.
 #[derive(Debug)]
 pub struct Fleet {
     sessions: Vec<Session>,
+    locks: Vec<HostLock>,
     max_parallel: usize,
 }
 
@@ -29,12 +32,14 @@ impl Fleet {
     }
 
     /// Connects to every target it can: the fleet of those that answered, and one error per host
-    /// that did not (for callers that carry on with the others).
+    /// that did not (for callers that carry on with the others). A host another `ilha` command
+    /// holds (`ssh::lock`) counts as one that did not answer, with [`SshError::Locked`].
     pub async fn connect_available(
         targets: Vec<Target>,
         options: &SshOptions,
     ) -> (Fleet, Vec<SshError>) {
         let max_parallel = options.max_parallel.max(1);
+        let order: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
         let mut results: Vec<(usize, Result<Session, SshError>)> = stream::iter(
             targets.into_iter().enumerate(),
         )
@@ -43,17 +48,45 @@ impl Fleet {
         .collect()
         .await;
         results.sort_by_key(|(index, _)| *index);
-        let mut sessions = Vec::new();
+        let mut connected = Vec::new();
         let mut failures = Vec::new();
         for (_, result) in results {
             match result {
-                Ok(session) => sessions.push(session),
+                Ok(session) => connected.push(session),
                 Err(error) => failures.push(error),
             }
         }
+        let holder = current_holder();
+        let holder = &holder;
+        let locked: Vec<(Session, Result<HostLock, SshError>)> = stream::iter(connected)
+            .map(|session| async move {
+                let lock =
+                    HostLock::acquire(session.name(), session.control_socket(), holder).await;
+                (session, lock)
+            })
+            .buffer_unordered(max_parallel)
+            .collect()
+            .await;
+        let mut sessions = Vec::new();
+        let mut locks = Vec::new();
+        for (session, lock) in locked {
+            match lock {
+                Ok(lock) => {
+                    locks.push(lock);
+                    sessions.push(session);
+                }
+                Err(error) => {
+                    failures.push(error);
+                    let _ = session.close().await;
+                }
+            }
+        }
+        // Inventory order again (buffer_unordered finishes in any order).
+        sessions.sort_by_key(|s| order.iter().position(|n| n == s.name()));
         (
             Fleet {
                 sessions,
+                locks,
                 max_parallel,
             },
             failures,
@@ -139,8 +172,12 @@ impl Fleet {
         .await
     }
 
-    /// Ends every connection (errors are ignored: a host already gone has nothing to close).
+    /// Lets go of every host's lock, then ends every connection (errors are ignored: a host
+    /// already gone has nothing to close).
     pub async fn close(self) {
+        stream::iter(self.locks)
+            .for_each_concurrent(None, HostLock::release)
+            .await;
         stream::iter(self.sessions)
             .for_each_concurrent(None, |session| async move {
                 let _ = session.close().await;

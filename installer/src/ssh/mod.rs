@@ -4,6 +4,7 @@
 //! See docs/ssh.md.
 mod error;
 mod fleet;
+pub mod lock;
 mod options;
 mod report;
 mod session;

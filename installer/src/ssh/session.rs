@@ -13,6 +13,8 @@ use super::options::{KnownHostsPolicy, SshOptions, Target};
 /// Exit code the upload script uses when the digest on arrival is wrong.
 const DIGEST_MISMATCH_EXIT: i32 = 97;
 const DIGEST_MISMATCH_TAG: &str = "ilha-sha256-mismatch";
+/// How long an idle SSH master stays up (see `Session::connect`).
+const MASTER_IDLE_LIMIT: std::num::NonZeroUsize = std::num::NonZeroUsize::new(30).unwrap();
 /// How much of a failed command's stderr goes into the error.
 const STDERR_TAIL_LINES: usize = 10;
 
@@ -59,6 +61,9 @@ impl Session {
             })
             .connect_timeout(options.connect_timeout)
             .server_alive_interval(options.server_alive_interval)
+            // A master outlives an `ilha` that was killed outright (kill -9, a crash) by at most
+            // this long: while ilha runs, its host lock keeps the master busy (`ssh::lock`).
+            .control_persist(openssh::ControlPersist::IdleFor(MASTER_IDLE_LIMIT))
             .control_directory(
                 options
                     .control_dir
@@ -78,7 +83,10 @@ impl Session {
             builder.port(port);
         }
         match builder.connect(&target.host).await {
-            Ok(inner) => Ok(Session { target, inner }),
+            Ok(inner) => {
+                crate::interrupt::register_master(inner.control_socket());
+                Ok(Session { target, inner })
+            }
             Err(openssh::Error::Connect(error)) => {
                 let stderr = error.to_string();
                 Err(SshError::Connect {
@@ -98,6 +106,11 @@ impl Session {
 
     pub fn target(&self) -> &Target {
         &self.target
+    }
+
+    /// The master's control socket, for commands run beside the `openssh` crate's (`ssh::lock`).
+    pub fn control_socket(&self) -> &Path {
+        self.inner.control_socket()
     }
 
     /// The host's inventory name.
@@ -238,6 +251,7 @@ trap - EXIT
 
     /// Ends the ControlMaster (dropping the session does the same, synchronously).
     pub async fn close(self) -> Result<(), SshError> {
+        crate::interrupt::forget_master(self.inner.control_socket());
         let host = self.target.name;
         self.inner.close().await.map_err(|source| SshError::Ssh {
             host,
