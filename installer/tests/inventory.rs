@@ -414,7 +414,9 @@ fn cluster_config_errors_name_file_and_line() {
     let (ok, stdout, stderr) = run("cluster_name: lab\npod_cidr: 10.32.0.0/16\n");
     assert!(ok, "{stderr}");
     assert!(stdout.contains("cluster lab "), "{stdout}");
-    assert!(stdout.contains("state in ilha-state/lab"), "{stdout}");
+    // Next to the config, whatever the working directory: never relative to where ilha runs.
+    assert!(stdout.contains("/ilha-state/lab\n"), "{stdout}");
+    assert!(stdout.contains("state in /"), "an absolute path: {stdout}");
 }
 
 #[test]
