@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 
 use common::*;
-use ilha_format::{Error, HostileReason, KeyPair, extract, verify};
+use ilha_format::{Error, HostileReason, KeyPair, Trailing, extract, verify};
 
 const A: &str = "blobs/sha256/aaaa";
 const B: &str = "blobs/sha256/bbbb";
@@ -285,8 +285,16 @@ fn garbage_after_the_compressed_stream() {
     let mut raw = fs::read(&bundle).unwrap();
     raw.extend_from_slice(b"not zstd at all");
     fs::write(&bundle, raw).unwrap();
+    let compressed = fs::metadata(&bundle).unwrap().len() - 15;
     let err = verify(&bundle, &keys.public).unwrap_err();
-    assert!(matches!(err.root(), Error::CorruptStream { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err.root(),
+            Error::TrailingData { offset, found: Trailing::AfterCompressedStream { bytes: 15 } }
+                if *offset == compressed
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]
