@@ -423,11 +423,9 @@ fn validate_artifacts(
             what: what.clone(),
             message,
         };
-        if !valid_artifact_name(&raw.name) {
-            return Err(invalid(format!(
-                "bad name {:?}: use [A-Za-z0-9._-]+, not . or ..",
-                raw.name
-            )));
+        // The same rules `Index::validate` applies when the bundle is read.
+        if let Err(reason) = ilha_format::names::check_artifact_name(&raw.name) {
+            return Err(invalid(format!("bad name {:?}: {reason}", raw.name)));
         }
         if let Some(previous) = seen.insert(&raw.name, location.clone()) {
             return Err(invalid(format!(
@@ -518,22 +516,19 @@ fn normalise_member(member: &str) -> Result<String, String> {
     Ok(parts.join("/"))
 }
 
+/// A reference as the registry client reads it, whose full form (what the index records) also
+/// passes the rules `Index::validate` applies when the bundle is read.
 fn parse_reference(text: &str) -> Result<Reference, String> {
     let text = text.trim();
     if text.is_empty() {
         return Err("empty reference".into());
     }
-    text.parse::<Reference>()
-        .map_err(|e| format!("{text:?}: {e}"))
-}
-
-fn valid_artifact_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    let reference = text
+        .parse::<Reference>()
+        .map_err(|e| format!("{text:?}: {e}"))?;
+    ilha_format::names::check_image_reference(&reference.whole())
+        .map_err(|e| format!("{text:?}: {e}"))?;
+    Ok(reference)
 }
 
 fn check_hex(hex: &str) -> Result<(), String> {
@@ -700,6 +695,50 @@ mod tests {
         assert!(parse_str("name: Lab\nversion: '1'\n").is_err());
         assert!(parse_str("name: lab\nversion: '1'\nfiles:\n  - {name: '..', path: x}\n").is_err());
         assert!(parse_str("name: lab\nversion: '1'\nimages:\n  - 'UPPER/Case:x'\n").is_err());
+    }
+
+    /// The manifest refuses exactly what `Index::validate` would refuse in the bundle (the rules
+    /// live in `ilha_format::names`), naming the line.
+    #[test]
+    fn names_follow_the_index_rules() {
+        for bad in ["../x", "a/b", "-rf", ".hidden", "a..b", "a b", "$(reboot)"] {
+            for kind in ["binaries", "files"] {
+                let text =
+                    format!("name: lab\nversion: '1'\n{kind}:\n  - {{name: '{bad}', path: x}}\n");
+                let err = parse_str(&text).unwrap_err().to_string();
+                let reason = ilha_format::names::check_artifact_name(bad).unwrap_err();
+                assert!(
+                    err.starts_with("m.yaml:4:") && err.contains(&reason),
+                    "{kind} {bad:?}: {err}"
+                );
+            }
+        }
+        let long = "x".repeat(ilha_format::names::MAX_ARTIFACT_NAME + 1);
+        let text = format!("name: lab\nversion: '1'\nbinaries:\n  - {{name: {long}, path: x}}\n");
+        assert!(
+            parse_str(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("bytes long")
+        );
+        for bad in [
+            "'registry.k8s.io/pause:3.2 x'",
+            "'registry.k8s.io/pause:$(reboot)'",
+            "\"registry.k8s.io/pause:3.2\\nreboot\"",
+            "'[::1]:5000/pause:3.2'",
+        ] {
+            for entry in [
+                bad.to_string(),
+                format!("{{name: 'a.io/b:1', from: {bad}}}"),
+            ] {
+                let text = format!("name: lab\nversion: '1'\nimages:\n  - {entry}\n");
+                let err = parse_str(&text).unwrap_err().to_string();
+                assert!(err.starts_with("m.yaml:4:"), "{entry}: {err}");
+            }
+        }
+        let text = "name: lab\nversion: '1'\nimages:\n  - busybox\n  - {name: 'ilha.test/x:1', from: '127.0.0.1:5880/x:1'}\n";
+        let manifest = parse_str(text).unwrap();
+        assert_eq!(manifest.images[0].name, "docker.io/library/busybox:latest");
     }
 }
 

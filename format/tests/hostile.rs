@@ -442,7 +442,9 @@ fn resigned_index_with_unsafe_names_is_refused() {
         zstd_file(&bundle, &tar);
         let err = verify_with(&bundle, &keys.public, FileSignatureCheck::KeyIdOnly).unwrap_err();
         assert!(
-            err.root().to_string().starts_with(&format!("index: {named}")),
+            err.root()
+                .to_string()
+                .starts_with(&format!("index: {named}")),
             "{err}"
         );
     }
