@@ -71,17 +71,9 @@ impl fmt::Display for Platform {
 impl std::str::FromStr for Platform {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
+        // The same rule `Index::validate` applies.
+        ilha_format::names::check_platform(s)?;
         let parts: Vec<&str> = s.split('/').collect();
-        let valid_part = |p: &str| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        };
-        if !(2..=3).contains(&parts.len()) || !parts.iter().all(|p| valid_part(p)) {
-            return Err(format!(
-                "bad platform {s:?}: expected os/arch[/variant], e.g. linux/amd64"
-            ));
-        }
         Ok(Platform {
             os: parts[0].into(),
             architecture: parts[1].into(),
@@ -313,32 +305,17 @@ fn validate(raw: RawManifest, file: &str, base_dir: &Path) -> Result<Manifest, M
         };
     let at = |span: &serde_saphyr::Location| format!("{file}:{}:{}", span.line(), span.column());
 
+    // Name, version, platform and every artifact and image name are checked by the rules
+    // `Index::validate` applies when the bundle is read (`ilha_format::names`).
     let name = raw.name.value.clone();
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    {
-        return Err(invalid(
-            &raw.name.referenced,
-            "name",
-            format!("bad bundle name {name:?}: use [a-z0-9-]+"),
-        ));
-    }
-    if raw.version.is_empty()
-        || raw
-            .version
-            .chars()
-            .any(|c| c == '/' || c.is_whitespace() || c.is_control())
-    {
-        return Err(ManifestError::SyntaxNoLocation {
+    ilha_format::names::check_bundle_name(&name)
+        .map_err(|msg| invalid(&raw.name.referenced, "name", msg))?;
+    ilha_format::names::check_version(&raw.version).map_err(|message| {
+        ManifestError::SyntaxNoLocation {
             file: file.to_string(),
-            message: format!(
-                "bad version {:?}: must be non-empty, without blanks or '/'",
-                raw.version
-            ),
-        });
-    }
+            message,
+        }
+    })?;
     let platform = match &raw.platform {
         None => Platform::default(),
         Some(p) => p

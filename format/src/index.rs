@@ -137,24 +137,15 @@ impl Index {
                 self.format
             ));
         }
-        if self.name.is_empty()
-            || !self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
-            return invalid(format!("bundle name {:?} is not [a-z0-9-]+", self.name));
-        }
-        if self.version.is_empty()
-            || self
-                .version
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
-            return invalid(format!(
-                "bundle version {:?} is empty or has blanks",
-                self.version
-            ));
+        // The bundler's own rules (`crate::names`), so that the two can't drift apart.
+        for check in [
+            crate::names::check_bundle_name(&self.name),
+            crate::names::check_version(&self.version),
+            crate::names::check_platform(&self.platform),
+        ] {
+            if let Err(reason) = check {
+                return invalid(reason);
+            }
         }
         // Only the form is checked here: whether ilha supports the version is for the installer
         // to say (via `cluster::missing`), after the index has been read and shown.
@@ -389,6 +380,11 @@ pub(crate) mod tests {
                 "{bad:?}: {err}"
             );
         }
+        let mut index = sample_index();
+        index.platform = "linux/amd64;reboot".into();
+        let err = index.validate().unwrap_err().to_string();
+        assert!(err.contains("bad platform \"linux/amd64;reboot\""), "{err}");
+
         let mut index = image("registry.k8s.io/pause:3.2");
         index.images[0].source = "evil;reboot".into();
         let err = index.validate().unwrap_err().to_string();

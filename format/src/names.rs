@@ -15,6 +15,48 @@ pub const MAX_IMAGE_TAG: usize = 128;
 /// Longest digest hex part (sha512 is 128).
 pub const MAX_DIGEST_HEX: usize = 128;
 
+/// A bundle name: `[a-z0-9-]+`.
+pub fn check_bundle_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(format!("bad bundle name {name:?}: use [a-z0-9-]+"));
+    }
+    Ok(())
+}
+
+/// A bundle version: not empty, without blanks, control characters or `/`.
+pub fn check_version(version: &str) -> Result<(), String> {
+    if version.is_empty()
+        || version
+            .chars()
+            .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "bad version {version:?}: must be non-empty, without blanks or '/'"
+        ));
+    }
+    Ok(())
+}
+
+/// A platform, `os/arch[/variant]`, each part of `[a-z0-9_]` (as in OCI image indexes).
+pub fn check_platform(platform: &str) -> Result<(), String> {
+    let parts: Vec<&str> = platform.split('/').collect();
+    let valid_part = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    };
+    if !(2..=3).contains(&parts.len()) || !parts.iter().all(|p| valid_part(p)) {
+        return Err(format!(
+            "bad platform {platform:?}: expected os/arch[/variant], e.g. linux/amd64"
+        ));
+    }
+    Ok(())
+}
+
 /// A binary or data file name: one path component of `[A-Za-z0-9._-]`, at most
 /// [`MAX_ARTIFACT_NAME`] bytes, not starting with `.` or `-`, without `..`.
 pub fn check_artifact_name(name: &str) -> Result<(), String> {
@@ -203,6 +245,35 @@ fn check_digest(digest: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bundle_names_and_versions() {
+        assert_eq!(check_bundle_name("lab-2"), Ok(()));
+        assert_eq!(check_version("1.0.0-test+x"), Ok(()));
+        for bad in ["", "Lab", "a b", "a/b", "a_b"] {
+            assert!(check_bundle_name(bad).is_err(), "{bad}");
+        }
+        for bad in ["", "1 0", "1/0", "1\n"] {
+            assert!(check_version(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn platforms() {
+        for ok in ["linux/amd64", "linux/arm64/v8", "linux/ppc64le"] {
+            assert_eq!(check_platform(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "linux",
+            "linux/",
+            "Linux/amd64",
+            "linux/amd64/v8/x",
+            "linux/amd 64",
+            "a/b;c",
+        ] {
+            assert!(check_platform(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn artifact_names() {
