@@ -381,6 +381,14 @@ fn images_script(images: &[ilha_format::ImageRecord]) -> String {
     import
 }
 
+/// sha256 of a local file (hex), streamed.
+pub fn file_sha256(path: &Path) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let (digest, _size) = ilha_format::digest::sha256_file(path)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(digest.to_string())
+}
+
 #[cfg(test)]
 mod images_step_tests {
     use super::*;
@@ -426,10 +434,10 @@ mod images_step_tests {
         assert!(script.starts_with(&format!("{BIN_DIR}/ctr --namespace k8s.io images import ")));
         assert!(script.ends_with(&format!("rm -f {IMAGES_ARCHIVE}\n")));
         assert!(
-            script.contains(&format!(
+            script.contains(
                 "grep -Fxq 'registry.k8s.io/pause:3.2' <<<\"$present\" || \
-                 {{ echo 'image registry.k8s.io/pause:3.2 missing after import' >&2; exit 1; }}\n"
-            )),
+                 { echo 'image registry.k8s.io/pause:3.2 missing after import' >&2; exit 1; }\n"
+            ),
             "{script}"
         );
 
@@ -446,12 +454,4 @@ mod images_step_tests {
         let ran: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert!(ran.is_empty(), "the image name ran commands: {ran:?}");
     }
-}
-
-/// sha256 of a local file (hex), streamed.
-pub fn file_sha256(path: &Path) -> anyhow::Result<String> {
-    use anyhow::Context as _;
-    let (digest, _size) = ilha_format::digest::sha256_file(path)
-        .with_context(|| format!("reading {}", path.display()))?;
-    Ok(digest.to_string())
 }
