@@ -71,17 +71,9 @@ impl fmt::Display for Platform {
 impl std::str::FromStr for Platform {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
+        // The same rule `Index::validate` applies.
+        ilha_format::names::check_platform(s)?;
         let parts: Vec<&str> = s.split('/').collect();
-        let valid_part = |p: &str| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        };
-        if !(2..=3).contains(&parts.len()) || !parts.iter().all(|p| valid_part(p)) {
-            return Err(format!(
-                "bad platform {s:?}: expected os/arch[/variant], e.g. linux/amd64"
-            ));
-        }
         Ok(Platform {
             os: parts[0].into(),
             architecture: parts[1].into(),
@@ -313,32 +305,17 @@ fn validate(raw: RawManifest, file: &str, base_dir: &Path) -> Result<Manifest, M
         };
     let at = |span: &serde_saphyr::Location| format!("{file}:{}:{}", span.line(), span.column());
 
+    // Name, version, platform and every artifact and image name are checked by the rules
+    // `Index::validate` applies when the bundle is read (`ilha_format::names`).
     let name = raw.name.value.clone();
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    {
-        return Err(invalid(
-            &raw.name.referenced,
-            "name",
-            format!("bad bundle name {name:?}: use [a-z0-9-]+"),
-        ));
-    }
-    if raw.version.is_empty()
-        || raw
-            .version
-            .chars()
-            .any(|c| c == '/' || c.is_whitespace() || c.is_control())
-    {
-        return Err(ManifestError::SyntaxNoLocation {
+    ilha_format::names::check_bundle_name(&name)
+        .map_err(|msg| invalid(&raw.name.referenced, "name", msg))?;
+    ilha_format::names::check_version(&raw.version).map_err(|message| {
+        ManifestError::SyntaxNoLocation {
             file: file.to_string(),
-            message: format!(
-                "bad version {:?}: must be non-empty, without blanks or '/'",
-                raw.version
-            ),
-        });
-    }
+            message,
+        }
+    })?;
     let platform = match &raw.platform {
         None => Platform::default(),
         Some(p) => p
@@ -423,11 +400,9 @@ fn validate_artifacts(
             what: what.clone(),
             message,
         };
-        if !valid_artifact_name(&raw.name) {
-            return Err(invalid(format!(
-                "bad name {:?}: use [A-Za-z0-9._-]+, not . or ..",
-                raw.name
-            )));
+        // The same rules `Index::validate` applies when the bundle is read.
+        if let Err(reason) = ilha_format::names::check_artifact_name(&raw.name) {
+            return Err(invalid(format!("bad name {:?}: {reason}", raw.name)));
         }
         if let Some(previous) = seen.insert(&raw.name, location.clone()) {
             return Err(invalid(format!(
@@ -518,22 +493,19 @@ fn normalise_member(member: &str) -> Result<String, String> {
     Ok(parts.join("/"))
 }
 
+/// A reference as the registry client reads it, whose full form (what the index records) also
+/// passes the rules `Index::validate` applies when the bundle is read.
 fn parse_reference(text: &str) -> Result<Reference, String> {
     let text = text.trim();
     if text.is_empty() {
         return Err("empty reference".into());
     }
-    text.parse::<Reference>()
-        .map_err(|e| format!("{text:?}: {e}"))
-}
-
-fn valid_artifact_name(name: &str) -> bool {
-    !name.is_empty()
-        && name != "."
-        && name != ".."
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    let reference = text
+        .parse::<Reference>()
+        .map_err(|e| format!("{text:?}: {e}"))?;
+    ilha_format::names::check_image_reference(&reference.whole())
+        .map_err(|e| format!("{text:?}: {e}"))?;
+    Ok(reference)
 }
 
 fn check_hex(hex: &str) -> Result<(), String> {
@@ -700,6 +672,50 @@ mod tests {
         assert!(parse_str("name: Lab\nversion: '1'\n").is_err());
         assert!(parse_str("name: lab\nversion: '1'\nfiles:\n  - {name: '..', path: x}\n").is_err());
         assert!(parse_str("name: lab\nversion: '1'\nimages:\n  - 'UPPER/Case:x'\n").is_err());
+    }
+
+    /// The manifest refuses exactly what `Index::validate` would refuse in the bundle (the rules
+    /// live in `ilha_format::names`), naming the line.
+    #[test]
+    fn names_follow_the_index_rules() {
+        for bad in ["../x", "a/b", "-rf", ".hidden", "a..b", "a b", "$(reboot)"] {
+            for kind in ["binaries", "files"] {
+                let text =
+                    format!("name: lab\nversion: '1'\n{kind}:\n  - {{name: '{bad}', path: x}}\n");
+                let err = parse_str(&text).unwrap_err().to_string();
+                let reason = ilha_format::names::check_artifact_name(bad).unwrap_err();
+                assert!(
+                    err.starts_with("m.yaml:4:") && err.contains(&reason),
+                    "{kind} {bad:?}: {err}"
+                );
+            }
+        }
+        let long = "x".repeat(ilha_format::names::MAX_ARTIFACT_NAME + 1);
+        let text = format!("name: lab\nversion: '1'\nbinaries:\n  - {{name: {long}, path: x}}\n");
+        assert!(
+            parse_str(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("bytes long")
+        );
+        for bad in [
+            "'registry.k8s.io/pause:3.2 x'",
+            "'registry.k8s.io/pause:$(reboot)'",
+            "\"registry.k8s.io/pause:3.2\\nreboot\"",
+            "'[::1]:5000/pause:3.2'",
+        ] {
+            for entry in [
+                bad.to_string(),
+                format!("{{name: 'a.io/b:1', from: {bad}}}"),
+            ] {
+                let text = format!("name: lab\nversion: '1'\nimages:\n  - {entry}\n");
+                let err = parse_str(&text).unwrap_err().to_string();
+                assert!(err.starts_with("m.yaml:4:"), "{entry}: {err}");
+            }
+        }
+        let text = "name: lab\nversion: '1'\nimages:\n  - busybox\n  - {name: 'ilha.test/x:1', from: '127.0.0.1:5880/x:1'}\n";
+        let manifest = parse_str(text).unwrap();
+        assert_eq!(manifest.images[0].name, "docker.io/library/busybox:latest");
     }
 }
 

@@ -55,6 +55,49 @@ impl fmt::Display for HostileReason {
     }
 }
 
+/// What was found after the archive's end (see [`Error::TrailingData`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trailing {
+    /// A non-zero byte after the end-of-archive marker, inside the compressed stream.
+    NonZero,
+    /// More than `limit` bytes after the end-of-archive marker, all zeros so far: reading stopped
+    /// there (tar pads to one record, far less).
+    TooLong { limit: u64 },
+    /// A further zstd frame starts after the end-of-archive marker: something was appended to the
+    /// compressed stream (a bundle is one frame; a re-compressed one may hold several, all
+    /// starting before the archive's end).
+    FrameAfterEnd,
+    /// `bytes` in the file after the end of its last zstd frame (garbage, a skippable frame...):
+    /// refused from their first bytes, never read.
+    AfterCompressedStream { bytes: u64 },
+}
+
+impl Trailing {
+    fn describe(&self, offset: u64) -> String {
+        let what = "bytes after the archive's end: ";
+        let remedy = "the file was altered or appended to; take the bundle again from its source";
+        match self {
+            Trailing::NonZero => format!(
+                "{what}a non-zero byte {offset} bytes into the tar stream, after its \
+                 end-of-archive marker (only zero padding may follow it); {remedy}"
+            ),
+            Trailing::TooLong { limit } => format!(
+                "{what}{}+ bytes follow the end-of-archive marker ({offset} bytes into the tar \
+                 stream), more than the {limit} bytes of zero padding accepted; {remedy}",
+                limit + 1
+            ),
+            Trailing::FrameAfterEnd => format!(
+                "{what}a further zstd frame starts {offset} bytes into the tar stream, after its \
+                 end-of-archive marker; {remedy}"
+            ),
+            Trailing::AfterCompressedStream { bytes } => format!(
+                "{what}{bytes} bytes follow the end of the compressed stream (at byte {offset} \
+                 of the file); {remedy}"
+            ),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{path}: {source}")]
@@ -157,8 +200,10 @@ pub enum Error {
     #[error("entry {path:?} is listed in the index but missing from the bundle")]
     MissingEntry { path: String },
 
-    #[error("unexpected data after the end of the archive, {offset} bytes into the tar stream")]
-    TrailingData { offset: u64 },
+    /// Something follows the archive's end; `offset` is in the tar stream, or in the file for
+    /// [`Trailing::AfterCompressedStream`].
+    #[error("{}", found.describe(*offset))]
+    TrailingData { offset: u64, found: Trailing },
 
     #[error("pack: {reason}")]
     Pack { reason: String },

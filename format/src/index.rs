@@ -127,7 +127,8 @@ impl Index {
     }
 
     /// Checks the invariants a reader relies on: format, entry order/uniqueness, safe paths,
-    /// modes, and that every binary/file/image manifest points at a listed entry of that size.
+    /// modes, names of binaries, files and images by the bundler's own rules ([`crate::names`]),
+    /// and that every binary/file/image manifest points at a listed entry of that size.
     pub fn validate(&self) -> Result<()> {
         let invalid = |reason: String| Err(Error::InvalidIndex { reason });
         if self.format != FORMAT_V1 {
@@ -136,24 +137,15 @@ impl Index {
                 self.format
             ));
         }
-        if self.name.is_empty()
-            || !self
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
-            return invalid(format!("bundle name {:?} is not [a-z0-9-]+", self.name));
-        }
-        if self.version.is_empty()
-            || self
-                .version
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
-            return invalid(format!(
-                "bundle version {:?} is empty or has blanks",
-                self.version
-            ));
+        // The bundler's own rules (`crate::names`), so that the two can't drift apart.
+        for check in [
+            crate::names::check_bundle_name(&self.name),
+            crate::names::check_version(&self.version),
+            crate::names::check_platform(&self.platform),
+        ] {
+            if let Err(reason) = check {
+                return invalid(reason);
+            }
         }
         // Only the form is checked here: whether ilha supports the version is for the installer
         // to say (via `cluster::missing`), after the index has been read and shown.
@@ -195,6 +187,10 @@ impl Index {
         ] {
             let mut names = HashSet::new();
             for a in list {
+                // The installer puts these names into paths and scripts on hosts.
+                if let Err(reason) = crate::names::check_artifact_name(&a.name) {
+                    return invalid(format!("{kind} {:?}: {reason}", a.name));
+                }
                 if !names.insert(a.name.as_str()) {
                     return invalid(format!("{kind} {:?} listed twice", a.name));
                 }
@@ -213,6 +209,11 @@ impl Index {
         }
         let mut names = HashSet::new();
         for img in &self.images {
+            for (what, reference) in [("", &img.name), (" source", &img.source)] {
+                if let Err(reason) = crate::names::check_image_reference(reference) {
+                    return invalid(format!("image{what} {reference:?}: {reason}"));
+                }
+            }
             if !names.insert(img.name.as_str()) {
                 return invalid(format!("image {:?} listed twice", img.name));
             }
@@ -310,6 +311,84 @@ pub(crate) mod tests {
         v["entries"][0]["owner"] = serde_json::json!("root");
         let err = Index::from_json_bytes(&serde_json::to_vec(&v).unwrap()).unwrap_err();
         assert!(err.to_string().contains("unknown field `owner`"), "{err}");
+    }
+
+    #[test]
+    fn names_follow_the_bundlers_rules() {
+        for bad in [
+            "../x",
+            "a/b",
+            "..",
+            ".",
+            "-x",
+            ".x",
+            "a b",
+            "a\nb",
+            "$(reboot)",
+            "",
+        ] {
+            let mut index = sample_index();
+            index.binaries[0].name = bad.into();
+            let err = index.validate().unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("index: binary {bad:?}: ")),
+                "{bad:?}: {err}"
+            );
+
+            let mut index = sample_index();
+            let mut file = index.binaries.remove(0);
+            file.name = bad.into();
+            index.files.push(file);
+            index.entries[0].mode = MODE_FILE;
+            let err = index.validate().unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("index: file {bad:?}: ")),
+                "{bad:?}: {err}"
+            );
+        }
+        let image = |name: &str| {
+            let manifest = b"{}";
+            let digest = Sha256::of(manifest);
+            let mut index = sample_index();
+            index.entries.push(Entry {
+                path: image_blob_path(&digest),
+                sha256: digest,
+                size: 2,
+                mode: MODE_FILE,
+            });
+            index.images.push(ImageRecord {
+                name: name.into(),
+                source: "registry.k8s.io/pause:3.2".into(),
+                manifest_digest: digest.to_oci(),
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                size: 2,
+                layers: 0,
+            });
+            index
+        };
+        image("registry.k8s.io/pause:3.2").validate().unwrap();
+        for bad in [
+            "registry.k8s.io/pause:$(reboot)",
+            "registry.k8s.io/pause:3.2\nreboot",
+            "registry.k8s.io/pause:3.2 x",
+            "registry.k8s.io/pa'use",
+            "registry.k8s.io/../pause",
+        ] {
+            let err = image(bad).validate().unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("index: image {bad:?}: ")),
+                "{bad:?}: {err}"
+            );
+        }
+        let mut index = sample_index();
+        index.platform = "linux/amd64;reboot".into();
+        let err = index.validate().unwrap_err().to_string();
+        assert!(err.contains("bad platform \"linux/amd64;reboot\""), "{err}");
+
+        let mut index = image("registry.k8s.io/pause:3.2");
+        index.images[0].source = "evil;reboot".into();
+        let err = index.validate().unwrap_err().to_string();
+        assert!(err.contains("image source \"evil;reboot\": "), "{err}");
     }
 
     #[test]

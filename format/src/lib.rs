@@ -8,6 +8,7 @@ pub mod digest;
 pub mod error;
 pub mod index;
 pub mod inspect;
+pub mod names;
 pub mod pack;
 pub mod sign;
 mod stream;
@@ -15,7 +16,7 @@ mod tarfmt;
 pub mod verify;
 
 pub use digest::{HashingReader, Sha256, Sha256Writer};
-pub use error::{Error, HostileReason, Result};
+pub use error::{Error, HostileReason, Result, Trailing};
 pub use index::{ArtifactRecord, Entry, ImageRecord, Index};
 pub use pack::{NoProgress, PackOptions, PackReport, PackSource, Progress, pack, pack_with};
 

@@ -7,7 +7,7 @@ use std::io::{self, BufRead, Read};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use crate::error::Error;
+use crate::error::{Error, Trailing};
 use crate::sign::Prehasher;
 
 /// Small buffers on purpose: measured with 64 KiB-4 MiB, buffers that stay in the CPU caches
@@ -17,7 +17,7 @@ const CHUNK: usize = 128 << 10;
 const IN_FLIGHT: usize = 8;
 
 /// A decoded buffer and how many of its bytes are filled: buffers keep their full length so that a
-/// recycled one is never zeroed again.
+/// recycled one is never zeroed again. An empty buffer marks the start of a further zstd frame.
 type Chunk = Result<(Vec<u8>, usize), Error>;
 
 /// Raw (compressed) bytes handed from the reader thread to the decoder thread, with their count
@@ -70,6 +70,7 @@ fn spawn_reader(mut file: File, prehash: bool) -> io::Result<(ChannelReader, Rea
             current: Vec::new(),
             len: 0,
             pos: 0,
+            consumed: 0,
         },
         handle,
     ))
@@ -82,6 +83,28 @@ struct ChannelReader {
     current: Vec<u8>,
     len: usize,
     pos: usize,
+    /// Bytes of the file consumed so far: the offset of `current[pos]` in the file.
+    consumed: u64,
+}
+
+impl ChannelReader {
+    /// The next `n` bytes (fewer at the end of the file) without consuming them, joining chunks
+    /// when they straddle two.
+    fn peek(&mut self, n: usize) -> io::Result<&[u8]> {
+        while self.len - self.pos < n {
+            let Ok(chunk) = self.rx.recv() else { break };
+            let (buf, len) = chunk?;
+            let mut joined = Vec::with_capacity(self.len - self.pos + len);
+            joined.extend_from_slice(&self.current[self.pos..self.len]);
+            joined.extend_from_slice(&buf[..len]);
+            let _ = self.recycle.try_send(buf);
+            // Not recycled: it has no chunk's size.
+            self.current = joined;
+            self.len = self.current.len();
+            self.pos = 0;
+        }
+        Ok(&self.current[self.pos..self.len.min(self.pos + n)])
+    }
 }
 
 impl Read for ChannelReader {
@@ -101,7 +124,7 @@ impl BufRead for ChannelReader {
                 Ok(chunk) => {
                     let (buf, len) = chunk?;
                     let old = std::mem::replace(&mut self.current, buf);
-                    if !old.is_empty() {
+                    if old.len() == RAW_CHUNK {
                         let _ = self.recycle.try_send(old);
                     }
                     self.len = len;
@@ -114,6 +137,7 @@ impl BufRead for ChannelReader {
     }
     fn consume(&mut self, n: usize) {
         self.pos += n;
+        self.consumed += n as u64;
     }
 }
 
@@ -133,52 +157,106 @@ pub(crate) struct TarStream {
     pos: usize,
     /// Offset in the decompressed stream of `current[pos]`.
     pub offset: u64,
+    /// Offset in the decompressed stream where the last zstd frame seen so far starts.
+    pub frame_start: u64,
     worker: Option<JoinHandle<RawSummary>>,
     ended: bool,
 }
 
+/// The magic number that starts every (non-skippable) zstd frame, as stored.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+
 /// Decodes everything into `CHUNK`-sized buffers sent to the checking thread; stops at the first
 /// error (sent along) or when the consumer hangs up.
-fn decode(reader: impl BufRead, tx: &SyncSender<Chunk>, recycled: &Receiver<Vec<u8>>) {
-    let mut decoder = match zstd::stream::read::Decoder::with_buffer(reader) {
-        Ok(d) => d,
-        Err(e) => {
-            let _ = tx.send(Err(Error::CorruptStream {
-                context: e.to_string(),
-            }));
-            return;
-        }
-    };
+///
+/// Frames are decoded one at a time, so that what follows each one is known: the end of the
+/// file, or the start of another zstd frame. Anything else (garbage, a skippable frame, a partial
+/// frame header) was appended to the file, and is refused from its first bytes without reading
+/// the rest: `file_len` gives how much of it there is.
+fn decode(
+    mut reader: ChannelReader,
+    file_len: u64,
+    tx: &SyncSender<Chunk>,
+    recycled: &Receiver<Vec<u8>>,
+) {
     let mut decoded = 0u64;
+    let mut frames = 0u64;
     loop {
-        let mut buf = recycled.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
-        let mut filled = 0;
-        let result = loop {
-            match decoder.read(&mut buf[filled..]) {
-                Ok(0) => break Ok(()),
-                Ok(n) => {
-                    filled += n;
-                    if filled == CHUNK {
-                        break Ok(());
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(e),
-            }
-        };
-        decoded += filled as u64;
-        match result {
+        let next = match reader.peek(ZSTD_MAGIC.len()) {
+            Ok(next) => next.to_vec(),
             Err(e) => {
                 let _ = tx.send(Err(classify(e, decoded)));
                 return;
             }
-            Ok(()) if filled == 0 => return,
-            Ok(()) => {
-                if tx.send(Ok((buf, filled))).is_err() {
-                    return; // the consumer gave up (it found an error)
+        };
+        if next.is_empty() {
+            return; // the file ends where a frame ends
+        }
+        if next != ZSTD_MAGIC {
+            let offset = reader.consumed;
+            let err = if ZSTD_MAGIC.starts_with(&next) {
+                Error::Truncated {
+                    context: format!("the file ends inside a frame header, at byte {offset}"),
+                }
+            } else if frames == 0 {
+                Error::CorruptStream {
+                    context: format!("not a zstd stream (it starts with {next:02x?})"),
+                }
+            } else {
+                Error::TrailingData {
+                    offset,
+                    found: Trailing::AfterCompressedStream {
+                        bytes: file_len.saturating_sub(offset).max(next.len() as u64),
+                    },
+                }
+            };
+            let _ = tx.send(Err(err));
+            return;
+        }
+        // Tells the consumer where a further frame starts: none may start after the archive's end.
+        if frames > 0 && tx.send(Ok((Vec::new(), 0))).is_err() {
+            return;
+        }
+        let mut decoder = match zstd::stream::read::Decoder::with_buffer(&mut reader) {
+            Ok(d) => d.single_frame(),
+            Err(e) => {
+                let _ = tx.send(Err(Error::CorruptStream {
+                    context: e.to_string(),
+                }));
+                return;
+            }
+        };
+        loop {
+            let mut buf = recycled.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
+            let mut filled = 0;
+            let result = loop {
+                match decoder.read(&mut buf[filled..]) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => {
+                        filled += n;
+                        if filled == CHUNK {
+                            break Ok(());
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            decoded += filled as u64;
+            match result {
+                Err(e) => {
+                    let _ = tx.send(Err(classify(e, decoded)));
+                    return;
+                }
+                Ok(()) if filled == 0 => break, // end of this frame
+                Ok(()) => {
+                    if tx.send(Ok((buf, filled))).is_err() {
+                        return; // the consumer gave up (it found an error)
+                    }
                 }
             }
         }
+        frames += 1;
     }
 }
 
@@ -200,6 +278,8 @@ fn classify(e: io::Error, decoded_at: u64) -> Error {
 
 impl TarStream {
     pub(crate) fn open(file: File, prehash: bool) -> Result<TarStream, Error> {
+        // Only used to say how many bytes were appended after the compressed stream.
+        let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
         let (tx, rx) = sync_channel::<Chunk>(IN_FLIGHT);
         let (recycle, recycled) = sync_channel::<Vec<u8>>(IN_FLIGHT + 2);
         let worker = std::thread::Builder::new()
@@ -218,7 +298,7 @@ impl TarStream {
                     }
                 };
                 // Dropping the reader (inside `decode`) lets the reading thread stop early.
-                decode(reader, &tx, &recycled);
+                decode(reader, file_len, &tx, &recycled);
                 match reading.join() {
                     Ok((compressed_bytes, prehash)) => RawSummary {
                         compressed_bytes,
@@ -240,6 +320,7 @@ impl TarStream {
             len: 0,
             pos: 0,
             offset: 0,
+            frame_start: 0,
             worker: Some(worker),
             ended: false,
         })
@@ -247,11 +328,12 @@ impl TarStream {
 
     /// Next non-empty slice of at most `max` bytes; empty slice at end of stream.
     pub(crate) fn next_slice(&mut self, max: usize) -> Result<&[u8], Error> {
-        if self.pos == self.len {
+        while self.pos == self.len {
             if self.ended {
                 return Ok(&[]);
             }
             match self.rx.recv() {
+                Ok(Ok((_, 0))) => self.frame_start = self.offset,
                 Ok(Ok((buf, len))) => {
                     let old = std::mem::replace(&mut self.current, buf);
                     if !old.is_empty() {

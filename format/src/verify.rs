@@ -10,8 +10,10 @@
 //! 3. Each further header is judged before its data is read: type (regular only), path, mode,
 //!    position against the index (unlisted / duplicate / missing), size against the index (an entry
 //!    bigger than declared is refused here). Then its data is hashed and compared.
-//! 4. After the end-of-archive marker only zero padding may follow, and the compressed stream must
-//!    end cleanly (a cut file is reported as truncated).
+//! 4. After the end-of-archive marker only zero padding may follow, at most [`MAX_PADDING`] bytes
+//!    of it; the compressed stream must end cleanly (a cut file is reported as truncated), and the
+//!    file must end with its last zstd frame. This holds in every mode, whatever the signature
+//!    check: nothing past the archive's end is covered by the index signature.
 //! 5. With [`FileSignatureCheck::Full`] the whole-file signature is verified too. It needs the last
 //!    byte, so its BLAKE2b prehash is computed in the same single pass (on a reader thread of its
 //!    own) and checked last. With [`FileSignatureCheck::KeyIdOnly`] that pass is skipped: the
@@ -24,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::digest::Sha256Hasher;
-use crate::error::{Error, HostileReason, Result};
+use crate::error::{Error, HostileReason, Result, Trailing};
 use crate::index::{Entry, Index};
 use crate::sign::{PublicKey, Signature, sig_path_for};
 use crate::stream::TarStream;
@@ -35,6 +37,9 @@ use crate::{INDEX_PATH, INDEX_SIG_PATH};
 const MAX_INDEX_BYTES: u64 = 64 << 20;
 const MAX_SIG_BYTES: u64 = 4096;
 const HASH_SLICE: usize = 1 << 20;
+/// Zero padding accepted after the end-of-archive marker: far above any tar record size (GNU tar
+/// writes 10 KiB records unless told otherwise), and a bound on what is read past the end.
+pub const MAX_PADDING: u64 = 1 << 20;
 
 /// How much of the detached `FILE.minisig` (when present) to check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -358,6 +363,7 @@ fn check_entries(stream: &mut TarStream, index: &Index, sink: &mut dyn Sink) -> 
             if !is_zero_block(&second) {
                 return Err(Error::TrailingData {
                     offset: stream.offset - BLOCK as u64,
+                    found: Trailing::NonZero,
                 });
             }
             return Ok(());
@@ -435,17 +441,37 @@ fn check_entries(stream: &mut TarStream, index: &Index, sink: &mut dyn Sink) -> 
     }
 }
 
-/// After the two zero blocks only zeros may follow (tar writers pad to a record size).
+/// After the two zero blocks only zeros may follow (tar writers pad to a record size, 10 KiB by
+/// default), and at most [`MAX_PADDING`] of them: a stream of zeros would otherwise be read to its
+/// end, however long. What follows the compressed stream itself is judged by the decoder.
 fn check_trailer(stream: &mut TarStream) -> Result<()> {
+    let end = stream.offset;
     loop {
         let start = stream.offset;
-        let slice = stream.next_slice(HASH_SLICE)?;
-        if slice.is_empty() {
-            return Ok(());
+        let room = MAX_PADDING + 1 - (start - end);
+        let (read, non_zero) = {
+            let slice = stream.next_slice(HASH_SLICE.min(room as usize))?;
+            (slice.len(), slice.iter().position(|&b| b != 0))
+        };
+        if stream.frame_start >= end {
+            return Err(Error::TrailingData {
+                offset: stream.frame_start,
+                found: Trailing::FrameAfterEnd,
+            });
         }
-        if let Some(i) = slice.iter().position(|&b| b != 0) {
+        if let Some(i) = non_zero {
             return Err(Error::TrailingData {
                 offset: start + i as u64,
+                found: Trailing::NonZero,
+            });
+        }
+        if read == 0 {
+            return Ok(());
+        }
+        if stream.offset - end > MAX_PADDING {
+            return Err(Error::TrailingData {
+                offset: end,
+                found: Trailing::TooLong { limit: MAX_PADDING },
             });
         }
     }

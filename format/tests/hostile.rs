@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 
 use common::*;
-use ilha_format::{Error, HostileReason, KeyPair, extract, verify};
+use ilha_format::{Error, HostileReason, KeyPair, Trailing, extract, verify};
 
 const A: &str = "blobs/sha256/aaaa";
 const B: &str = "blobs/sha256/bbbb";
@@ -285,8 +285,16 @@ fn garbage_after_the_compressed_stream() {
     let mut raw = fs::read(&bundle).unwrap();
     raw.extend_from_slice(b"not zstd at all");
     fs::write(&bundle, raw).unwrap();
+    let compressed = fs::metadata(&bundle).unwrap().len() - 15;
     let err = verify(&bundle, &keys.public).unwrap_err();
-    assert!(matches!(err.root(), Error::CorruptStream { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err.root(),
+            Error::TrailingData { offset, found: Trailing::AfterCompressedStream { bytes: 15 } }
+                if *offset == compressed
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -355,4 +363,89 @@ fn index_signed_by_another_key() {
     let tar = craft_tar(&signer, &index, &[member(A, b"a", 0o644)], &END);
     let err = refuse(&verifier, &tar);
     assert!(matches!(err.root(), Error::WrongKey { .. }), "{err:?}");
+}
+
+/// An index signed with the right key (as a compromised or careless signer would) naming a
+/// binary, file or image the bundler would have refused: refused before any entry is read, with
+/// the entry named.
+#[test]
+fn resigned_index_with_unsafe_names_is_refused() {
+    use ilha_format::index::{blob_path, image_blob_path};
+    use ilha_format::verify::{FileSignatureCheck, verify_with};
+    use ilha_format::{ArtifactRecord, ImageRecord, Index, Sha256};
+
+    let keys = KeyPair::generate().unwrap();
+    let tool = b"#!/bin/sh\necho hi\n";
+    let manifest = b"{}";
+    let (t, m) = (Sha256::of(tool), Sha256::of(manifest));
+    let base = {
+        let mut index = bare_index(vec![
+            entry(&blob_path(&t), tool, 0o755),
+            entry(&image_blob_path(&m), manifest, 0o644),
+        ]);
+        let artifact = |name: &str| ArtifactRecord {
+            name: name.into(),
+            sha256: t,
+            size: tool.len() as u64,
+            source: "./tool".into(),
+        };
+        index.binaries.push(artifact("kubelet"));
+        index.files.push(artifact("addon-x.yaml"));
+        index.images.push(ImageRecord {
+            name: "registry.k8s.io/pause:3.2".into(),
+            source: "registry.k8s.io/pause:3.2".into(),
+            manifest_digest: m.to_oci(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            size: 2,
+            layers: 0,
+        });
+        index
+    };
+    let members = [
+        member(&blob_path(&t), tool, 0o755),
+        member(&image_blob_path(&m), manifest, 0o644),
+    ];
+    let bundle_of = |index: &Index| craft_tar(&keys, index, &members, &END);
+
+    // The same construction with safe names verifies.
+    let dir = tempfile::tempdir().unwrap();
+    let ok = dir.path().join("ok.tar.zst");
+    zstd_file(&ok, &bundle_of(&base));
+    verify(&ok, &keys.public).unwrap();
+
+    type Edit = fn(&mut Index);
+    let cases: [(&str, Edit); 7] = [
+        (r#"binary "../x": "#, |i| i.binaries[0].name = "../x".into()),
+        (r#"binary "a/b": "#, |i| i.binaries[0].name = "a/b".into()),
+        (r#"binary "-rf": "#, |i| i.binaries[0].name = "-rf".into()),
+        (r#"file "..": "#, |i| i.files[0].name = "..".into()),
+        (r#"file "addon-../../x.yaml": "#, |i| {
+            i.files[0].name = "addon-../../x.yaml".into()
+        }),
+        (r#"image "registry.k8s.io/pause:$(reboot)": "#, |i| {
+            i.images[0].name = "registry.k8s.io/pause:$(reboot)".into()
+        }),
+        (r#"image "registry.k8s.io/pause:3.2\nreboot": "#, |i| {
+            i.images[0].name = "registry.k8s.io/pause:3.2\nreboot".into()
+        }),
+    ];
+    for (named, edit) in cases {
+        let mut index = base.clone();
+        edit(&mut index);
+        let tar = bundle_of(&index);
+        let err = refuse(&keys, &tar);
+        let Error::InvalidIndex { reason } = err.root() else {
+            panic!("{named}: expected an invalid index, got {err:?}");
+        };
+        assert!(reason.starts_with(named), "{named}: {reason}");
+        let bundle = dir.path().join("named.tar.zst");
+        zstd_file(&bundle, &tar);
+        let err = verify_with(&bundle, &keys.public, FileSignatureCheck::KeyIdOnly).unwrap_err();
+        assert!(
+            err.root()
+                .to_string()
+                .starts_with(&format!("index: {named}")),
+            "{err}"
+        );
+    }
 }

@@ -286,22 +286,7 @@ pub fn host_steps(
             &deps,
         ));
         let (archive, archive_sha) = images_archive;
-        // The list is captured first: `ctr … | grep -q` under pipefail fails whenever grep
-        // exits before ctr has written everything.
-        let mut import = format!(
-            "{BIN_DIR}/ctr --namespace k8s.io images import {IMAGES_ARCHIVE} >/dev/null\n\
-             present=$({BIN_DIR}/ctr --namespace k8s.io images list --quiet)\n"
-        );
-        for image in &bundle.index.images {
-            let _ = writeln!(
-                import,
-                "grep -Fxq {} <<<\"$present\" || \
-                 {{ echo 'image {} missing after import' >&2; exit 1; }}",
-                crate::ssh::shell_quote(&image.name),
-                image.name
-            );
-        }
-        import.push_str(&format!("rm -f {IMAGES_ARCHIVE}\n"));
+        let import = images_script(&bundle.index.images);
         steps.push(Step::new(
             "images",
             Phase::Nodes,
@@ -374,6 +359,28 @@ pub fn host_steps(
     Ok(steps)
 }
 
+/// The images step's script: import the archive, then check every image of the bundle is there.
+/// Every image name is quoted as one shell word wherever it appears (the index's validation
+/// already keeps shell metacharacters out of them; this does not rely on it).
+fn images_script(images: &[ilha_format::ImageRecord]) -> String {
+    // The list is captured first: `ctr … | grep -q` under pipefail fails whenever grep
+    // exits before ctr has written everything.
+    let mut import = format!(
+        "{BIN_DIR}/ctr --namespace k8s.io images import {IMAGES_ARCHIVE} >/dev/null\n\
+         present=$({BIN_DIR}/ctr --namespace k8s.io images list --quiet)\n"
+    );
+    for image in images {
+        let _ = writeln!(
+            import,
+            "grep -Fxq {} <<<\"$present\" || {{ echo {} >&2; exit 1; }}",
+            crate::ssh::shell_quote(&image.name),
+            crate::ssh::shell_quote(&format!("image {} missing after import", image.name)),
+        );
+    }
+    import.push_str(&format!("rm -f {IMAGES_ARCHIVE}\n"));
+    import
+}
+
 /// sha256 of a local file (hex), streamed.
 /// The first step on every host: the cluster's identity (name and CA fingerprints), which every
 /// later command compares with its state directory before changing the host (`identity`).
@@ -396,4 +403,71 @@ pub fn file_sha256(path: &Path) -> anyhow::Result<String> {
     let (digest, _size) = ilha_format::digest::sha256_file(path)
         .with_context(|| format!("reading {}", path.display()))?;
     Ok(digest.to_string())
+}
+
+#[cfg(test)]
+mod images_step_tests {
+    use super::*;
+
+    fn image(name: &str) -> ilha_format::ImageRecord {
+        ilha_format::ImageRecord {
+            name: name.into(),
+            source: name.into(),
+            manifest_digest: format!("sha256:{}", "0".repeat(64)),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            size: 1,
+            layers: 1,
+        }
+    }
+
+    /// Runs the script's checking lines under bash with `present` set as `ctr` would list it.
+    fn run_checks(script: &str, present: &str, dir: &Path) -> std::process::Output {
+        // Everything between `present=$(ctr …)` and the final `rm` (a name may span lines).
+        let (_, after_present) = script.split_once(" images list --quiet)\n").unwrap();
+        let checks = after_present
+            .strip_suffix(&format!("rm -f {IMAGES_ARCHIVE}\n"))
+            .unwrap();
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "set -euo pipefail\npresent={}\n{checks}",
+                crate::ssh::shell_quote(present)
+            ))
+            .current_dir(dir)
+            .output()
+            .unwrap()
+    }
+
+    #[test]
+    fn every_image_name_is_one_quoted_word() {
+        let dir = tempfile::tempdir().unwrap();
+        // A valid name, and one that only a hand-made index could carry (the index's validation
+        // refuses it, see `ilha_format::names`): neither may run anything.
+        let valid = "registry.k8s.io/pause:3.2";
+        let hostile = "it's$(touch pwned1)`touch pwned2`;touch pwned3\ntouch pwned4 '";
+        assert!(ilha_format::names::check_image_reference(hostile).is_err());
+        let script = images_script(&[image(valid), image(hostile)]);
+        assert!(script.starts_with(&format!("{BIN_DIR}/ctr --namespace k8s.io images import ")));
+        assert!(script.ends_with(&format!("rm -f {IMAGES_ARCHIVE}\n")));
+        assert!(
+            script.contains(
+                "grep -Fxq 'registry.k8s.io/pause:3.2' <<<\"$present\" || \
+                 { echo 'image registry.k8s.io/pause:3.2 missing after import' >&2; exit 1; }\n"
+            ),
+            "{script}"
+        );
+
+        // Both present: the checks pass, and nothing ran.
+        let out = run_checks(&script, &format!("{valid}\n{hostile}"), dir.path());
+        assert!(out.status.success(), "{out:?}");
+        // The hostile one missing: it is named literally, and still nothing ran.
+        let out = run_checks(&script, valid, dir.path());
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!("image {hostile} missing after import\n")
+        );
+        let ran: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(ran.is_empty(), "the image name ran commands: {ran:?}");
+    }
 }
