@@ -15,3 +15,4 @@ pub mod pki;
 pub mod preflight;
 pub mod restore;
 pub mod ssh;
+pub mod state;
