@@ -60,6 +60,9 @@ const WRITTEN: [&str; 5] = [
     "pki",
 ];
 
+/// A certificate (or public key) and its private key, PEM bytes as found on a host.
+type PemPair = (Vec<u8>, Vec<u8>);
+
 const KEY_MODE: u32 = 0o600;
 const PUBLIC_MODE: u32 = 0o644;
 
@@ -401,7 +404,7 @@ pub fn agree_on_ca(
 struct KubeconfigCredentials {
     cluster_name: String,
     ca_pem: Vec<u8>,
-    pair: (Vec<u8>, Vec<u8>),
+    pair: PemPair,
 }
 
 fn parse_kubeconfig(text: &str) -> anyhow::Result<KubeconfigCredentials> {
@@ -644,7 +647,7 @@ pub fn assemble(
         .insert(0, format!("fingerprints: {}", ca_line.join(", ")));
 
     // The service-account pair: tokens signed with another key would all be refused.
-    let sa: Vec<(String, (Vec<u8>, Vec<u8>))> = masters
+    let sa: Vec<(String, PemPair)> = masters
         .iter()
         .filter_map(|h| {
             Some((
@@ -680,7 +683,7 @@ pub fn assemble(
     let mut cluster_names = BTreeSet::new();
     for place in leaf_places(inventory) {
         let ca = &cas[place.kind.subdir()];
-        let mut copies: Vec<(String, (Vec<u8>, Vec<u8>))> = Vec::new();
+        let mut copies: Vec<(String, PemPair)> = Vec::new();
         let mut rejected = Vec::new();
         for host in hosts.iter().filter(|h| place.hosts.contains(&h.name)) {
             let pair = match &place.source {
