@@ -1072,6 +1072,9 @@ fn write(state_dir: &Path, config: &ClusterConfig, recovered: &Recovered) -> any
             .with_context(|| format!("renaming {} to {}", kept.display(), state_dir.display()))?;
     } else {
         check_target(state_dir)?;
+        // It is about to hold CA keys.
+        std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} 0700", state_dir.display()))?;
         for entry in WRITTEN {
             let from = root.join(entry);
             if from.symlink_metadata().is_ok() {

@@ -370,8 +370,15 @@ fn into_an_existing_directory_without_pki_the_entries_are_added() {
     let hosts = hosts_after_up(&pki, &plan);
     let recovered = assemble(&inventory(), &plan.config, &hosts, &[], &facts(&plan)).unwrap();
     let state = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(state.path().join("keep.txt"), "mine").unwrap();
     write(state.path(), &plan.config, &recovered).unwrap();
+    let mode = std::fs::metadata(state.path())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700);
     assert_eq!(
         std::fs::read_to_string(state.path().join("keep.txt")).unwrap(),
         "mine"
