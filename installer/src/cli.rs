@@ -54,6 +54,8 @@ pub enum Command {
     /// Restore a kit: etcd disaster recovery on the same masters, or (`--objects`) the dumped
     /// objects into a new cluster. The kit is verified completely before any host is touched.
     Restore(commands::restore::RestoreArgs),
+    /// The operator-side state directory: `state recover` rebuilds a lost one from the hosts.
+    State(commands::state::StateArgs),
     /// Node-local TCP proxy to the kube-apiservers (runs as a systemd unit on workers).
     Apiproxy(crate::apiproxy::ApiProxyArgs),
 }
@@ -134,6 +136,7 @@ pub fn main() -> ExitCode {
         Command::Reset(args) => commands::reset::run(&args),
         Command::Backup(args) => commands::backup::run(&args),
         Command::Restore(args) => commands::restore::run(&args),
+        Command::State(args) => commands::state::run(&args),
         Command::Apiproxy(args) => crate::apiproxy::run(&args),
     };
     match result {

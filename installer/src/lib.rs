@@ -16,4 +16,5 @@ pub mod pki;
 pub mod preflight;
 pub mod restore;
 pub mod ssh;
+pub mod state;
 pub mod statedir;

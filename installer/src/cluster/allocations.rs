@@ -79,6 +79,37 @@ pub fn allocate(
         .collect())
 }
 
+/// Writes `<state_dir>/pod-ranges.json` holding exactly `ranges`, as [`allocate`] keeps it: for
+/// `ilha state recover`, which reads them back from the Nodes' `spec.podCIDR`. Each range must be
+/// a /`node_prefix` inside `pod_cidr`, and no two nodes may share one.
+pub fn import(
+    state_dir: &Path,
+    pod_cidr: IpNet,
+    node_prefix: u8,
+    ranges: &BTreeMap<String, IpNet>,
+) -> anyhow::Result<()> {
+    let mut seen: BTreeMap<IpNet, &str> = BTreeMap::new();
+    for (node, range) in ranges {
+        if range.prefix_len() != node_prefix || !pod_cidr.contains(range) {
+            bail!(
+                "node {node}: its pod range {range} is not a /{node_prefix} of the cluster's \
+                 pod_cidr {pod_cidr}; is the cluster config the one this cluster was built with?"
+            );
+        }
+        if let Some(other) = seen.insert(*range, node) {
+            bail!("nodes {other} and {node} both have the pod range {range}");
+        }
+    }
+    let stored = Stored {
+        pod_cidr,
+        node_prefix,
+        ranges: ranges.clone(),
+    };
+    let path = state_dir.join(FILE);
+    crate::fsutil::write_atomic(&path, &serde_json::to_vec_pretty(&stored)?, 0o644)
+        .with_context(|| format!("writing {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +136,36 @@ mod tests {
         allocate(dir.path(), cidr("10.244.0.0/16"), 24, &["a"]).unwrap();
         let err = allocate(dir.path(), cidr("10.200.0.0/16"), 24, &["a"]).unwrap_err();
         assert!(err.to_string().contains("cannot change"), "{err}");
+    }
+
+    #[test]
+    fn imported_ranges_are_kept_and_new_nodes_fill_the_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let ranges: BTreeMap<String, IpNet> = [
+            ("a".to_string(), cidr("10.244.2.0/24")),
+            ("b".to_string(), cidr("10.244.0.0/24")),
+        ]
+        .into();
+        import(dir.path(), cidr("10.244.0.0/16"), 24, &ranges).unwrap();
+        let got = allocate(dir.path(), cidr("10.244.0.0/16"), 24, &["a", "b", "c"]).unwrap();
+        assert_eq!(got["a"], cidr("10.244.2.0/24"));
+        assert_eq!(got["b"], cidr("10.244.0.0/24"));
+        assert_eq!(got["c"], cidr("10.244.1.0/24"));
+    }
+
+    #[test]
+    fn an_imported_range_outside_the_pod_cidr_or_shared_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside: BTreeMap<String, IpNet> = [("a".to_string(), cidr("10.9.0.0/24"))].into();
+        let err = import(dir.path(), cidr("10.244.0.0/16"), 24, &outside).unwrap_err();
+        assert!(err.to_string().contains("node a"), "{err}");
+        let shared: BTreeMap<String, IpNet> = [
+            ("a".to_string(), cidr("10.244.0.0/24")),
+            ("b".to_string(), cidr("10.244.0.0/24")),
+        ]
+        .into();
+        let err = import(dir.path(), cidr("10.244.0.0/16"), 24, &shared).unwrap_err();
+        assert!(err.to_string().contains("a and b"), "{err}");
     }
 
     #[test]

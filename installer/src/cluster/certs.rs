@@ -1,6 +1,8 @@
 //! Which certificates, keys and kubeconfigs each host receives, issued from the cluster's PKI in
-//! the state directory. The kubernetes CA key goes to control-plane hosts (kube-controller-manager
-//! signs with it, as with kubeadm); the etcd and front-proxy CA keys never leave the operator.
+//! the state directory. Every CA key goes to the control-plane hosts, as with kubeadm: the
+//! kubernetes one because kube-controller-manager signs with it, the etcd and front-proxy ones so
+//! that `ilha state recover` can rebuild a lost state directory from the masters (root on a
+//! master already holds etcd's and the aggregation layer's client keys, so they add no power).
 
 use std::net::IpAddr;
 
@@ -130,6 +132,17 @@ fn build(pki: &Pki, plan: &ClusterPlan, host: &HostPlan) -> anyhow::Result<Vec<R
             format!("{PKI_DIR}/front-proxy-ca.crt"),
             CERT_MODE,
             front_ca.cert_pem.clone(),
+        ));
+        // Not used on the host: kept for `ilha state recover` (kubeadm's paths).
+        files.push(RemoteFile::new(
+            format!("{PKI_DIR}/front-proxy-ca.key"),
+            KEY_MODE,
+            front_ca.key_pem.clone(),
+        ));
+        files.push(RemoteFile::new(
+            format!("{ETCD_PKI_DIR}/ca.key"),
+            KEY_MODE,
+            etcd_ca.key_pem.clone(),
         ));
         let (sa_key, sa_pub) = pki.service_account()?;
         files.push(RemoteFile::new(

@@ -158,6 +158,12 @@ pub fn forget(state_dir: &Path, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes `etcd-members.json` holding exactly `members`: for `ilha state recover`, which reads
+/// each member's bootstrap back from its unit's `--initial-cluster` flags.
+pub fn import(state_dir: &Path, members: &BTreeMap<String, Bootstrap>) -> anyhow::Result<()> {
+    save(&state_dir.join(FILE), members)
+}
+
 fn load(path: &Path) -> anyhow::Result<BTreeMap<String, Bootstrap>> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)

@@ -443,6 +443,9 @@ impl fmt::Display for Difference {
     }
 }
 
+/// The copy of its record each host keeps (inside ilha's own directory, so `reset` removes it).
+pub const HOST_COPY: &str = "/var/lib/ilha/record.txt";
+
 /// Where the record of `host` is kept.
 pub fn record_path(state_dir: &Path, host: &str) -> PathBuf {
     state_dir.join("records").join(format!("{host}.txt"))
@@ -485,18 +488,30 @@ pub async fn record_before_install(
             }
             let (raw, now) = capture(session).await?;
             let path = record_path(state_dir, &target.name);
-            if let Some(kept) = load(state_dir, &target.name)?
-                && kept.machine_id == now.machine_id
-            {
-                tracing::debug!(host = %target.name, "pre-install record kept");
-                return Ok(());
-            }
-            let text = format!(
-                "# ilha: {}'s state before the install, compared by `ilha reset`.\n{raw}",
-                target.name
-            );
-            crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644)
-                .with_context(|| format!("writing {}", path.display()))?;
+            let text = match load(state_dir, &target.name)? {
+                Some(kept) if kept.machine_id == now.machine_id => {
+                    tracing::debug!(host = %target.name, "pre-install record kept");
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?
+                }
+                _ => {
+                    let text = format!(
+                        "# ilha: {}'s state before the install, compared by `ilha reset`.\n{raw}",
+                        target.name
+                    );
+                    crate::fsutil::write_atomic(&path, text.as_bytes(), 0o644)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    text
+                }
+            };
+            // A copy on the host, for `ilha state recover` when the state directory is lost.
+            session
+                .upload(
+                    crate::ssh::UploadSource::Bytes(text.as_bytes()),
+                    HOST_COPY,
+                    0o600,
+                )
+                .await?;
             Ok::<(), anyhow::Error>(())
         })
         .await;

@@ -6,5 +6,6 @@ pub mod inventory;
 pub mod remove;
 pub mod reset;
 pub mod restore;
+pub mod state;
 pub mod up;
 pub mod verify;

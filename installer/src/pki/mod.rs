@@ -5,8 +5,8 @@
 //! ```text
 //! pki/                       0700
 //!   kubernetes/ca.crt|key    CA "kubernetes"      (the key also goes to masters: CSR signing)
-//!   etcd/ca.crt|key          CA "etcd-ca"         (key stays here)
-//!   front-proxy/ca.crt|key   CA "front-proxy-ca"  (key stays here)
+//!   etcd/ca.crt|key          CA "etcd-ca"         (key kept on masters too: recovery)
+//!   front-proxy/ca.crt|key   CA "front-proxy-ca"  (key kept on masters too: recovery)
 //!   <ca-dir>/<stem>.crt|key  leaves signed by that CA
 //!   sa.key, sa.pub           service-account token signing pair
 //! ```
