@@ -161,6 +161,8 @@ fn host_lock(command: &Command) -> Option<(&'static str, crate::ssh::lock::LockM
         Command::Reset(_) => ("reset", Exclusive),
         Command::Backup(_) => ("backup", Exclusive),
         Command::Restore(_) => ("restore", Exclusive),
+        // Reads hosts only; its state directory does not exist yet.
+        Command::State(_) => ("state recover", Shared),
         Command::Verify(_)
         | Command::Inspect(_)
         | Command::Inventory(_)

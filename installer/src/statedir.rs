@@ -26,7 +26,9 @@ pub const LOCK_FILE: &str = "lock";
 pub struct StateDir {
     path: PathBuf,
     lock: File,
-    created: bool,
+    /// The outermost directory this command made (`ilha-state/` for a default
+    /// `ilha-state/<name>` made from nothing), removed if no host changed.
+    created: Option<PathBuf>,
     keep: bool,
 }
 
@@ -34,7 +36,7 @@ impl StateDir {
     /// Makes `path` (0700) if needed and locks it for `command`. Another live command holding
     /// it is an error naming that command.
     pub fn open(path: &Path, command: &str) -> anyhow::Result<StateDir> {
-        let created = !path.exists();
+        let created = outermost_missing(path);
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -107,10 +109,23 @@ fn read_holder(lock: &mut File) -> String {
     text.trim().to_string()
 }
 
+/// The first of `path` and its ancestors that does not exist, counting from the root.
+fn outermost_missing(path: &Path) -> Option<PathBuf> {
+    let absolute = std::path::absolute(path).ok()?;
+    let mut missing = None;
+    for ancestor in absolute.ancestors() {
+        if ancestor.exists() {
+            break;
+        }
+        missing = Some(ancestor.to_path_buf());
+    }
+    missing
+}
+
 impl Drop for StateDir {
     fn drop(&mut self) {
-        if self.created && !self.keep {
-            let _ = std::fs::remove_dir_all(&self.path);
+        if let (Some(created), false) = (&self.created, self.keep) {
+            let _ = std::fs::remove_dir_all(created);
             return;
         }
         // A clean end: no holder line for the next run to warn about.
@@ -145,6 +160,8 @@ mod tests {
         std::fs::write(state.join("bundle/big"), vec![0u8; 4096]).unwrap();
         drop(opened);
         assert!(!state.exists());
+        assert!(!dir.path().join("nested").exists(), "the parent it made too");
+        assert!(dir.path().exists());
 
         let mut kept = StateDir::open(&state, "up").unwrap();
         kept.keep();
