@@ -273,7 +273,9 @@ impl Pool {
     }
 
     fn set_health(&self, backend: &Backend, healthy: bool, reason: &dyn fmt::Display) {
-        if backend.healthy.swap(healthy, Ordering::SeqCst) != healthy {
+        let first = !backend.probed.swap(true, Ordering::SeqCst);
+        // Backends start unhealthy: the first verdict is logged whichever it is.
+        if backend.healthy.swap(healthy, Ordering::SeqCst) != healthy || first {
             if healthy {
                 log::info(format_args!("backend {} ready", backend.addr));
             } else {
@@ -291,7 +293,6 @@ impl Pool {
             }
             self.generation.send_modify(|g| *g += 1);
         }
-        backend.probed.store(true, Ordering::SeqCst);
         self.changed.notify_waiters();
     }
 

@@ -54,8 +54,6 @@ pub enum Command {
     /// Restore a kit: etcd disaster recovery on the same masters, or (`--objects`) the dumped
     /// objects into a new cluster. The kit is verified completely before any host is touched.
     Restore(commands::restore::RestoreArgs),
-    /// Node-local TCP proxy to the kube-apiservers (runs as a systemd unit on workers).
-    Apiproxy(crate::apiproxy::ApiProxyArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -88,11 +86,9 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
-fn init_logging(verbose: u8, daemon: bool) {
+fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
-        // A daemon's journal is its only output: backend state changes are info.
-        0 if daemon => "info",
         0 => "warn",
         1 => "debug",
         _ => "trace",
@@ -119,7 +115,7 @@ pub fn report_error(err: &anyhow::Error) {
 pub fn main() -> ExitCode {
     // clap prints usage errors itself and exits with 2; --help/--version exit 0.
     let cli = Cli::parse();
-    init_logging(cli.verbose, matches!(cli.command, Command::Apiproxy(_)));
+    init_logging(cli.verbose);
     let result = match cli.command {
         Command::Verify(args) => commands::verify::run(&args),
         Command::Inspect(args) => commands::inspect::run(&args),
@@ -131,7 +127,6 @@ pub fn main() -> ExitCode {
         Command::Reset(args) => commands::reset::run(&args),
         Command::Backup(args) => commands::backup::run(&args),
         Command::Restore(args) => commands::restore::run(&args),
-        Command::Apiproxy(args) => crate::apiproxy::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,7 +17,7 @@ use anyhow::{Context as _, bail};
 use super::bundle::InstallBundle;
 use super::journal::{self, Journal};
 use super::paths::*;
-use super::steps::{self, Content, Phase, SelfBinary, Step};
+use super::steps::{self, Content, Phase, ProxyBinary, Step};
 use super::{ClusterPlan, HostPlan, allocations, certs, images, membership, render, say};
 use crate::config::ClusterConfig;
 use crate::inventory::Inventory;
@@ -371,11 +371,7 @@ async fn prepare(request: &UpRequest, require_cluster: bool) -> anyhow::Result<P
         .with_context(|| format!("opening the cluster PKI in {}", state_dir.display()))?;
     let (archive, archive_sha) =
         images::archive(&bundle.images_dir(), &bundle.dir.join("images.tar"))?;
-    let exe = std::env::current_exe().context("locating the running ilha binary")?;
-    let ilha = SelfBinary {
-        sha256: steps::file_sha256(&exe)?,
-        path: exe,
-    };
+    let apiproxy = ProxyBinary::embedded();
     let mut host_steps = BTreeMap::new();
     for host in &plan.hosts {
         let list = steps::host_steps(
@@ -384,7 +380,7 @@ async fn prepare(request: &UpRequest, require_cluster: bool) -> anyhow::Result<P
             &pki,
             host,
             &(archive.clone(), archive_sha.clone()),
-            &ilha,
+            &apiproxy,
         )?;
         host_steps.insert(host.name.clone(), list);
     }

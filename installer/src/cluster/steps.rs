@@ -174,10 +174,19 @@ fn restart_units(units: &[&str]) -> String {
     format!("systemctl daemon-reload\nsystemctl enable --quiet {list}\nsystemctl restart {list}\n")
 }
 
-/// The ilha binary running this install, for the node-local API proxy.
-pub struct SelfBinary {
-    pub path: PathBuf,
+/// The node-local API proxy's executable (`ilha::apiproxy::BINARY`, static, embedded).
+pub struct ProxyBinary {
+    pub bytes: &'static [u8],
     pub sha256: String,
+}
+
+impl ProxyBinary {
+    pub fn embedded() -> Self {
+        Self {
+            bytes: crate::apiproxy::BINARY,
+            sha256: crate::apiproxy::sha256(),
+        }
+    }
 }
 
 /// Every step for `host`, in order.
@@ -187,7 +196,7 @@ pub fn host_steps(
     pki: &Pki,
     host: &HostPlan,
     images_archive: &(PathBuf, String),
-    ilha: &SelfBinary,
+    apiproxy: &ProxyBinary,
 ) -> anyhow::Result<Vec<Step>> {
     let mut steps = Vec::new();
 
@@ -338,12 +347,12 @@ pub fn host_steps(
                 "api-proxy",
                 Phase::Nodes,
                 vec![
-                    Upload::local(
-                        render::APIPROXY_BINARY.to_string(),
-                        0o755,
-                        ilha.path.clone(),
-                        ilha.sha256.clone(),
-                    ),
+                    Upload {
+                        remote_path: render::APIPROXY_BINARY.to_string(),
+                        mode: 0o755,
+                        content: Content::Bytes(apiproxy.bytes.to_vec()),
+                        sha256: apiproxy.sha256.clone(),
+                    },
                     Upload::file(render::apiproxy_unit(plan)),
                 ],
                 restart_units(&["ilha-apiproxy.service"]),
