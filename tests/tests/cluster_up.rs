@@ -234,6 +234,18 @@ fn up_builds_the_seed_layout_and_a_second_up_changes_nothing() {
         let uid: u32 = lines.next().unwrap().parse().unwrap();
         assert_ne!(uid, 0, "h{worker}: ilha-apiproxy runs as root");
     }
+    // For the record: the lab's systemd and how it rates the unit's sandbox.
+    let exposure = lab
+        .ssh_ok(
+            4,
+            "systemctl --version | head -1; \
+             systemd-analyze security --no-pager ilha-apiproxy.service | tail -1",
+        )
+        .unwrap();
+    println!(
+        "ilha-apiproxy on h4: {}",
+        exposure.trim().replace('\n', "; ")
+    );
     a_listener_in_place_of_an_apiserver_gets_no_kubelet(&lab);
     lab.kill(1).unwrap();
     let nodes = eventually(
