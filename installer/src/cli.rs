@@ -56,8 +56,6 @@ pub enum Command {
     Restore(commands::restore::RestoreArgs),
     /// The operator-side state directory: `state recover` rebuilds a lost one from the hosts.
     State(commands::state::StateArgs),
-    /// Node-local TCP proxy to the kube-apiservers (runs as a systemd unit on workers).
-    Apiproxy(crate::apiproxy::ApiProxyArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -90,11 +88,9 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
-fn init_logging(verbose: u8, daemon: bool) {
+fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
-        // A daemon's journal is its only output: backend state changes are info.
-        0 if daemon => "info",
         0 => "warn",
         1 => "debug",
         _ => "trace",
@@ -121,7 +117,7 @@ pub fn report_error(err: &anyhow::Error) {
 pub fn main() -> ExitCode {
     // clap prints usage errors itself and exits with 2; --help/--version exit 0.
     let cli = Cli::parse();
-    init_logging(cli.verbose, matches!(cli.command, Command::Apiproxy(_)));
+    init_logging(cli.verbose);
     if let Some((name, mode)) = host_lock(&cli.command) {
         crate::ssh::lock::set_command(name, mode);
     }
@@ -137,7 +133,6 @@ pub fn main() -> ExitCode {
         Command::Backup(args) => commands::backup::run(&args),
         Command::Restore(args) => commands::restore::run(&args),
         Command::State(args) => commands::state::run(&args),
-        Command::Apiproxy(args) => crate::apiproxy::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -163,10 +158,7 @@ fn host_lock(command: &Command) -> Option<(&'static str, crate::ssh::lock::LockM
         Command::Restore(_) => ("restore", Exclusive),
         // Reads hosts only; its state directory does not exist yet.
         Command::State(_) => ("state recover", Shared),
-        Command::Verify(_)
-        | Command::Inspect(_)
-        | Command::Inventory(_)
-        | Command::Apiproxy(_) => return None,
+        Command::Verify(_) | Command::Inspect(_) | Command::Inventory(_) => return None,
     })
 }
 

@@ -215,6 +215,38 @@ fn up_builds_the_seed_layout_and_a_second_up_changes_nothing() {
         .join("\n");
     lab.ssh_ok(4, &format!("cat > /root/admin.conf <<'EOF'\n{local}\nEOF"))
         .unwrap();
+
+    // Workers run the embedded static ilha-apiproxy, not the operator's ilha, and not as root.
+    for worker in 4..=6 {
+        let facts = lab
+            .ssh_ok(
+                worker,
+                "sha256sum /usr/local/bin/ilha-apiproxy | cut -d' ' -f1; \
+                 ps -o uid= -p \"$(systemctl show -p MainPID --value ilha-apiproxy.service)\"",
+            )
+            .unwrap();
+        let mut lines = facts.lines().map(str::trim);
+        assert_eq!(
+            lines.next(),
+            Some(ilha::apiproxy::sha256().as_str()),
+            "h{worker}"
+        );
+        let uid: u32 = lines.next().unwrap().parse().unwrap();
+        assert_ne!(uid, 0, "h{worker}: ilha-apiproxy runs as root");
+    }
+    // For the record: the lab's systemd and how it rates the unit's sandbox.
+    let exposure = lab
+        .ssh_ok(
+            4,
+            "systemctl --version | head -1; \
+             systemd-analyze security --no-pager ilha-apiproxy.service | tail -1",
+        )
+        .unwrap();
+    println!(
+        "ilha-apiproxy on h4: {}",
+        exposure.trim().replace('\n', "; ")
+    );
+    a_listener_in_place_of_an_apiserver_gets_no_kubelet(&lab);
     lab.kill(1).unwrap();
     let nodes = eventually(
         "the API answers on node4 after master 1's power cut",
@@ -230,4 +262,104 @@ fn up_builds_the_seed_layout_and_a_second_up_changes_nothing() {
         lab.ssh_ok(4, "/usr/local/bin/kubectl --kubeconfig=/root/admin.conf --request-timeout=5s get --raw=/readyz").unwrap();
     }
     lab.start(1).unwrap();
+}
+
+/// Issue 12's fault: a process listening on master 2's 6443 in place of its kube-apiserver
+/// (accepts TCP, never answers). Fresh proxies and restarted kubelets/kube-proxies on every
+/// worker must not send a single client connection there: only `/readyz` answering 200 counts.
+fn a_listener_in_place_of_an_apiserver_gets_no_kubelet(lab: &xtask::lab::Lab) {
+    let started = Instant::now();
+    let since = lab.ssh_ok(4, "date '+%Y-%m-%d %H:%M:%S'").unwrap();
+    lab.ssh_ok(
+        2,
+        "systemctl stop kube-apiserver && systemd-run --quiet --unit=ilha-test-listener \
+         socat TCP-LISTEN:6443,fork,reuseaddr SYSTEM:'sleep 600'",
+    )
+    .unwrap();
+    // New proxies know nothing yet, and every kubelet and kube-proxy reconnects at once.
+    for worker in 4..=6 {
+        lab.ssh_ok(worker, "systemctl restart ilha-apiproxy kubelet kube-proxy")
+            .unwrap();
+    }
+    // Every request through a worker's proxy is a new connection; one sent to the listener
+    // would hang until the request timeout.
+    for _ in 0..10 {
+        lab.ssh_ok(4, "/usr/local/bin/kubectl --kubeconfig=/root/admin.conf --request-timeout=5s get --raw=/readyz")
+            .unwrap();
+    }
+    eventually("the workers Ready again", Duration::from_secs(60), || {
+        let nodes = kubectl(lab, 1, "get nodes node4 node5 node6 --no-headers");
+        (nodes
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
+            .count()
+            == 3)
+            .then_some(())
+    });
+    // Connections the listener holds: probes last at most the probe timeout (2 s), so a worker
+    // address:port seen in two samples 3 s apart is a client (kubelet, kube-proxy, kubectl).
+    let samples = lab
+        .ssh_ok(
+            2,
+            "for i in 1 2 3 4; do ss -Htn state established '( sport = :6443 )' | \
+             awk '{print $4}'; echo --; sleep 3; done",
+        )
+        .unwrap();
+    let samples: Vec<Vec<&str>> = samples
+        .split("--")
+        .map(|s| s.split_whitespace().collect())
+        .collect();
+    let workers = ["10.88.0.14:", "10.88.0.15:", "10.88.0.16:"];
+    let mut seen_worker = false;
+    for pair in samples.windows(2) {
+        for peer in &pair[0] {
+            seen_worker |= workers.iter().any(|w| peer.starts_with(w));
+            assert!(
+                !(workers.iter().any(|w| peer.starts_with(w)) && pair[1].contains(peer)),
+                "a worker's client connection reached the listener on master 2: {peer}\n{samples:?}"
+            );
+        }
+    }
+    let journal = lab
+        .ssh_ok(
+            4,
+            &format!(
+                "journalctl -u ilha-apiproxy --since='{}' --no-pager",
+                since.trim()
+            ),
+        )
+        .unwrap();
+    assert!(
+        journal.contains("backend 10.88.0.12:6443 unhealthy: no answer to GET /readyz within 2s"),
+        "{journal}"
+    );
+    assert!(
+        seen_worker || journal.contains("10.88.0.12:6443 unhealthy"),
+        "{samples:?}"
+    );
+    // Master 2's apiserver back, and back in the proxies' rotation.
+    lab.ssh_ok(
+        2,
+        "systemctl stop ilha-test-listener; systemctl start kube-apiserver",
+    )
+    .unwrap();
+    eventually(
+        "master 2 ready in node4's proxy",
+        Duration::from_secs(90),
+        || {
+            lab.ssh_ok(
+                4,
+                &format!(
+                    "journalctl -u ilha-apiproxy --since='{}' --no-pager",
+                    since.trim()
+                ),
+            )
+            .ok()
+            .filter(|j| j.contains("backend 10.88.0.12:6443 ready"))
+        },
+    );
+    println!(
+        "BENCH listener in place of master 2's apiserver: {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
 }

@@ -441,26 +441,48 @@ pub fn routes_unit() -> RemoteFile {
 // ---------------------------------------------------------------------------------------------
 // Node-local API proxy (workers)
 
-pub const APIPROXY_BINARY: &str = "/usr/local/bin/ilha";
+/// The static `ilha-apiproxy` (`ilha::apiproxy::BINARY`), not the whole `ilha`.
+pub const APIPROXY_BINARY: &str = "/usr/local/bin/ilha-apiproxy";
+
+/// Client connections one worker's proxy carries at once (kubelet, kube-proxy and host-network
+/// agents need a few dozen); each costs two descriptors, hence `LimitNOFILE` below.
+const APIPROXY_MAX_CONNECTIONS: usize = 1024;
 
 pub fn apiproxy_unit(plan: &ClusterPlan) -> RemoteFile {
-    let mut flags = vec![format!(
-        "--listen={}",
-        ip_port("127.0.0.1".parse().expect("literal"), plan.config.api_port)
-    )];
+    let mut flags = vec![
+        format!(
+            "--listen={}",
+            ip_port("127.0.0.1".parse().expect("literal"), plan.config.api_port)
+        ),
+        "--ca=-".to_string(),
+        format!("--max-connections={APIPROXY_MAX_CONNECTIONS}"),
+    ];
     for master in plan.control_plane() {
         flags.push(format!(
             "--backend={}",
             ip_port(master.peer_ip, plan.config.api_port)
         ));
     }
-    let mut args = vec!["apiproxy".to_string()];
-    args.extend(flags);
+    // Sandboxing that systemd 239 (RHEL 8) already knows, so older workers get it too. The
+    // proxy runs as a transient unprivileged user (6443 needs no capability); systemd opens the
+    // cluster CA for it as stdin, so it needs no read access to /etc/kubernetes/pki, and
+    // ProtectSystem=strict leaves the whole file system read-only to it.
+    let sandbox = format!(
+        "StandardInput=file:{PKI_DIR}/ca.crt\nStandardOutput=journal\nStandardError=journal\n\
+         LimitNOFILE={}\n\
+         DynamicUser=yes\nNoNewPrivileges=yes\nCapabilityBoundingSet=\nAmbientCapabilities=\n\
+         ProtectSystem=strict\nProtectHome=yes\nPrivateTmp=yes\nPrivateDevices=yes\n\
+         ProtectKernelTunables=yes\nProtectKernelModules=yes\nProtectControlGroups=yes\n\
+         RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX\nRestrictNamespaces=yes\n\
+         RestrictRealtime=yes\nLockPersonality=yes\nMemoryDenyWriteExecute=yes\n\
+         SystemCallArchitectures=native\nUMask=0077\n",
+        2 * APIPROXY_MAX_CONNECTIONS + 1024
+    );
     let text = unit(
         "ilha node-local proxy to every kube-apiserver",
         "network-online.target",
-        exec_start(APIPROXY_BINARY, &args),
-        "",
+        exec_start(APIPROXY_BINARY, &flags),
+        &sandbox,
     )
     .replace(
         "[Install]",
@@ -581,10 +603,50 @@ mod tests {
     fn apiproxy_spreads_over_every_master() {
         let plan = plan_for("v1.20.2");
         let unit = text(&apiproxy_unit(&plan));
+        assert!(
+            unit.contains("ExecStart=/usr/local/bin/ilha-apiproxy \\\n"),
+            "{unit}"
+        );
         assert!(unit.contains("--listen=127.0.0.1:6443"));
         for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
             assert!(unit.contains(&format!("--backend={ip}:6443")), "{unit}");
         }
+    }
+
+    #[test]
+    fn apiproxy_runs_sandboxed_unprivileged_and_reads_the_ca_from_stdin() {
+        let plan = plan_for("v1.20.2");
+        let unit = text(&apiproxy_unit(&plan));
+        let service: Vec<&str> = unit
+            .split("[Service]")
+            .nth(1)
+            .and_then(|rest| rest.split("[Install]").next())
+            .unwrap()
+            .lines()
+            .collect();
+        for line in [
+            "--ca=-",
+            "StandardInput=file:/etc/kubernetes/pki/ca.crt",
+            // Output would otherwise follow stdin, into the CA file.
+            "StandardOutput=journal",
+            "StandardError=journal",
+            "LimitNOFILE=3072",
+            "DynamicUser=yes",
+            "NoNewPrivileges=yes",
+            "CapabilityBoundingSet=",
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "PrivateTmp=yes",
+        ] {
+            assert!(
+                service
+                    .iter()
+                    .any(|l| l.trim().trim_end_matches(" \\") == line),
+                "{line} missing from\n{unit}"
+            );
+        }
+        assert!(unit.contains("--max-connections=1024"), "{unit}");
+        assert!(!unit.contains("User=root") && !unit.contains("AmbientCapabilities=CAP"));
     }
 
     #[test]

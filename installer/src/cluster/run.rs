@@ -17,7 +17,7 @@ use anyhow::{Context as _, bail};
 use super::bundle::InstallBundle;
 use super::journal::{self, Journal};
 use super::paths::*;
-use super::steps::{self, Content, Phase, SelfBinary, Step};
+use super::steps::{self, Content, Phase, ProxyBinary, Step};
 use super::{ClusterPlan, HostPlan, allocations, certs, images, membership, render, say};
 use crate::config::ClusterConfig;
 use crate::inventory::Inventory;
@@ -384,11 +384,7 @@ async fn prepare(request: &UpRequest, command: &'static str) -> anyhow::Result<P
         .with_context(|| format!("opening the cluster PKI in {}", state_dir.display()))?;
     let (archive, archive_sha) =
         images::archive(&bundle.images_dir(), &bundle.dir.join("images.tar"))?;
-    let exe = std::env::current_exe().context("locating the running ilha binary")?;
-    let ilha = SelfBinary {
-        sha256: steps::file_sha256(&exe)?,
-        path: exe,
-    };
+    let apiproxy = ProxyBinary::embedded();
     let identity = super::identity::ClusterIdentity::of_state_dir(&state_dir, &plan.config.cluster_name)?
         .context("the state directory has no PKI right after it was made")?;
     let mut host_steps = BTreeMap::new();
@@ -400,7 +396,7 @@ async fn prepare(request: &UpRequest, command: &'static str) -> anyhow::Result<P
             &pki,
             host,
             &(archive.clone(), archive_sha.clone()),
-            &ilha,
+            &apiproxy,
         )?);
         host_steps.insert(host.name.clone(), list);
     }

@@ -174,10 +174,35 @@ fn restart_units(units: &[&str]) -> String {
     format!("systemctl daemon-reload\nsystemctl enable --quiet {list}\nsystemctl restart {list}\n")
 }
 
-/// The ilha binary running this install, for the node-local API proxy.
-pub struct SelfBinary {
-    pub path: PathBuf,
+/// Where clusters installed before `ilha-apiproxy` existed have the whole `ilha` binary, which
+/// their unit ran as `ilha apiproxy`.
+const LEGACY_APIPROXY_BINARY: &str = "/usr/local/bin/ilha";
+
+/// Restarts the proxy on its new unit and, on a worker upgraded from `ilha apiproxy`, removes
+/// the old 122 MB binary. Only when the unit systemd still has loaded (no daemon-reload yet)
+/// ran it, so an `ilha` the operator put there for another reason stays.
+fn apiproxy_script(legacy: &str) -> String {
+    format!(
+        "legacy=$(systemctl show -p ExecStart --value ilha-apiproxy.service 2>/dev/null \\\n  \
+         | grep -cF 'path={legacy} ;' || true)\n{}\
+         if [ \"$legacy\" != 0 ]; then rm -f {legacy}; fi\n",
+        restart_units(&["ilha-apiproxy.service"])
+    )
+}
+
+/// The node-local API proxy's executable (`ilha::apiproxy::BINARY`, static, embedded).
+pub struct ProxyBinary {
+    pub bytes: &'static [u8],
     pub sha256: String,
+}
+
+impl ProxyBinary {
+    pub fn embedded() -> Self {
+        Self {
+            bytes: crate::apiproxy::BINARY,
+            sha256: crate::apiproxy::sha256(),
+        }
+    }
 }
 
 /// Every step for `host`, in order.
@@ -187,7 +212,7 @@ pub fn host_steps(
     pki: &Pki,
     host: &HostPlan,
     images_archive: &(PathBuf, String),
-    ilha: &SelfBinary,
+    apiproxy: &ProxyBinary,
 ) -> anyhow::Result<Vec<Step>> {
     let mut steps = Vec::new();
 
@@ -323,15 +348,15 @@ pub fn host_steps(
                 "api-proxy",
                 Phase::Nodes,
                 vec![
-                    Upload::local(
-                        render::APIPROXY_BINARY.to_string(),
-                        0o755,
-                        ilha.path.clone(),
-                        ilha.sha256.clone(),
-                    ),
+                    Upload {
+                        remote_path: render::APIPROXY_BINARY.to_string(),
+                        mode: 0o755,
+                        content: Content::Bytes(apiproxy.bytes.to_vec()),
+                        sha256: apiproxy.sha256.clone(),
+                    },
                     Upload::file(render::apiproxy_unit(plan)),
                 ],
-                restart_units(&["ilha-apiproxy.service"]),
+                apiproxy_script(LEGACY_APIPROXY_BINARY),
                 &deps,
             ));
         }
@@ -469,5 +494,54 @@ mod images_step_tests {
         );
         let ran: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert!(ran.is_empty(), "the image name ran commands: {ran:?}");
+    }
+}
+
+#[cfg(test)]
+mod apiproxy_script_tests {
+    use super::*;
+
+    /// Runs the script with a fake `systemctl` whose loaded unit ran `exec_path`.
+    fn run_with_loaded_unit(exec_path: &str, legacy: &Path) {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("systemctl");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\n[ \"$1\" = show ] && echo '{{ path={exec_path} ; argv[]={exec_path} --listen=127.0.0.1:6443 ; }}'\nexit 0\n"
+            ),
+        )
+        .unwrap();
+        std::process::Command::new("chmod")
+            .arg("755")
+            .arg(&fake)
+            .status()
+            .unwrap();
+        let script = apiproxy_script(legacy.to_str().unwrap());
+        super::super::tests_support::assert_bash_syntax(&script);
+        let path = format!(
+            "{}:{}",
+            dir.path().display(),
+            std::env::var("PATH").unwrap()
+        );
+        let status = std::process::Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &script])
+            .env("PATH", path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    #[test]
+    fn the_old_ilha_is_removed_only_when_the_loaded_unit_ran_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = dir.path().join("ilha");
+        std::fs::write(&legacy, "old").unwrap();
+        run_with_loaded_unit("/usr/local/bin/ilha-apiproxy", &legacy);
+        assert!(legacy.exists(), "removed though the unit ran ilha-apiproxy");
+        run_with_loaded_unit(legacy.to_str().unwrap(), &legacy);
+        assert!(!legacy.exists(), "the old binary is still there");
+        // Already gone: the step still succeeds.
+        run_with_loaded_unit(legacy.to_str().unwrap(), &legacy);
     }
 }
