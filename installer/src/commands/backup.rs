@@ -155,7 +155,7 @@ fn protection(args: &BackupArgs) -> anyhow::Result<Protection> {
             (None, None, false) => bail!(
                 "a restore kit holds the cluster's private keys and every Secret, so it is encrypted; \
              say how (nothing was written):\n  \
-             --encrypt-to age1…     an age recipient, or a file of them (make one with \
+             --encrypt-to age1…    an age recipient, or a file of them (make one with \
              `age-keygen -o kit-identity.txt` and keep that file away from the kits: restore \
              needs it, `--identity`)\n  \
              --passphrase-file F   a passphrase on the first line of F (restore asks for the \

@@ -311,6 +311,52 @@ pub(crate) mod tests {
         out
     }
 
+    /// A hostile tar inside a kit signed with the right key opens like any kit (the signature
+    /// says who made it, not that it is harmless): the filter is what keeps it off the masters.
+    #[test]
+    fn a_signed_kit_with_a_hostile_tar_is_cleaned_and_each_entry_named() {
+        use crate::backup::kit::{self, KitManifest, Protection, Unlock};
+        use crate::backup::run::etc_kubernetes_path;
+        let dir = tempfile::tempdir().unwrap();
+        let staging = dir.path().join("staging");
+        let tar = staging.join(etc_kubernetes_path("m1"));
+        std::fs::create_dir_all(tar.parent().unwrap()).unwrap();
+        hostile_tar(&tar);
+        let (secret, public) = ilha_format::generate_keypair(dir.path(), None).unwrap();
+        let key = ilha_format::load_secret_key(&secret, None).unwrap();
+        let pubkey = ilha_format::load_public_key(&public).unwrap();
+        let manifest: KitManifest = serde_json::from_value(serde_json::json!({
+            "format": kit::KIT_FORMAT, "cluster_name": "lab", "cluster_ca_sha256": "ab",
+            "created_at": 0, "ilha_version": "0", "masters": ["m1"], "objects": [],
+            "etcd": {"member": "m1", "snapshot": "etcd/snapshot.db", "sha256": "cd",
+                     "status": {"hash": 1, "revision": 2, "totalKey": 3, "totalSize": 4},
+                     "initial_cluster": [], "drill": {"passed": true, "revision": 2,
+                     "restored_keys": 3, "live_keys": 3, "seconds": 1.0, "detail": ""}}
+        }))
+        .unwrap();
+        let kit_path = dir.path().join("kit.tar.zst");
+        let protection = Protection::Passphrase("p".into());
+        kit::write_kit(&kit_path, &staging, manifest, &protection, &key).unwrap();
+        let opened = dir.path().join("opened");
+        std::fs::create_dir(&opened).unwrap();
+        kit::open_kit(&kit_path, &pubkey, &Unlock::Passphrase("p".into()), &opened).unwrap();
+        let cleaned = clean(
+            &opened.join(etc_kubernetes_path("m1")),
+            &dir.path().join("clean.tar"),
+        )
+        .unwrap();
+        let text = cleaned.dropped_text();
+        for entry in [
+            "\"root/.ssh/authorized_keys2\" (not under etc/kubernetes/)",
+            "\"etc/kubernetes/../../root/x\" (path contains `..`)",
+            "\"etc/kubernetes/ssh\" (symbolic link)",
+            "\"etc/kubernetes/pki/shell\" (set-id bits, mode 4755)",
+        ] {
+            assert!(text.contains(entry), "{entry} not in: {text}");
+        }
+        assert_eq!(cleaned.kept.len(), 2);
+    }
+
     #[test]
     fn names_are_checked_component_by_component() {
         assert_eq!(

@@ -301,10 +301,11 @@ async fn recover_on(
         let cleaned = etc_tar::clean(&kit_tar, &clean_etc_kubernetes(r.payload, master))
             .with_context(|| format!("{master}: the kit's /etc/kubernetes; nothing was changed"))?;
         if !cleaned.dropped.is_empty() {
+            let count = cleaned.dropped.len();
             let line = format!(
-                "{master}: {} entr(ies) of the kit's /etc/kubernetes tar refused (only regular \
+                "{master}: {count} {} of the kit's /etc/kubernetes tar refused (only regular \
                  files under /etc/kubernetes are put back, never set-id): {}",
-                cleaned.dropped.len(),
+                if count == 1 { "entry" } else { "entries" },
                 cleaned.dropped_text()
             );
             say(format!("  WARNING: {line}"));
