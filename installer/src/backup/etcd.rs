@@ -260,6 +260,41 @@ mod tests {
         crate::cluster::tests_support::assert_bash_syntax(&script);
     }
 
+    /// The drill's cleanup, run as the script runs it, when the operator goes away while the
+    /// throwaway etcd (here a sleep) lives: its stdout closed, the final echo meets a broken pipe.
+    #[test]
+    fn the_drill_cleans_up_when_its_reader_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let drill = dir.path().join("drill");
+        let script = drill_script(42);
+        let start = script.find("pid=$!").unwrap();
+        let end = script.find("restored=\n").unwrap();
+        let body = format!(
+            "set -euo pipefail\ndir={}\nmkdir -p \"$dir\"; cd \"$dir\"\nsleep 300 &\n{}\
+             echo $pid > \"$dir/../pid\"\nsleep 0.3\nfor i in $(seq 100000); do echo out; done\n",
+            drill.display(),
+            &script[start..end]
+        );
+        // As under sshd: SIGPIPE at its default (the test harness ignores it, and bash cannot
+        // undo an ignored signal).
+        let mut child = std::process::Command::new("env")
+            .args(["--default-signal=PIPE", "bash", "-c", &body])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        drop(child.stdout.take());
+        let _ = child.wait();
+        let pid = std::fs::read_to_string(dir.path().join("pid")).unwrap();
+        let alive = Path::new("/proc").join(pid.trim()).exists();
+        if alive {
+            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+        }
+        assert!(!alive, "the drill's etcd outlived its script");
+        assert!(!drill.exists(), "the drill's directory was left");
+    }
+
     /// Every `--flag value` of the command line starting with `program` (its `\` continuations
     /// joined).
     fn flags(script: &str, program: &str) -> Vec<(String, String)> {
