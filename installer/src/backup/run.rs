@@ -38,6 +38,10 @@ pub fn etc_kubernetes_path(host: &str) -> String {
 /// What of the state directory stays out of a kit: the unpacked bundle (the bundle itself is the
 /// air gap's other artifact), earlier snapshots, and the kit signing key.
 const STATE_SKIPPED: &[&str] = &["bundle", "bundle.new", "snapshots", "kit-key"];
+/// Nor the staging directories of backups (this one's own among them) and of restores.
+const STATE_SKIPPED_PREFIXES: &[&str] = &[STAGING_PREFIX, OPENED_PREFIX];
+/// Prefix of the directory `restore` opens a kit into, in the state directory.
+pub const OPENED_PREFIX: &str = ".restore-";
 /// Where the kit signing key is made when `--key` is not given.
 pub const KIT_KEY_DIR: &str = "kit-key";
 
@@ -271,7 +275,7 @@ fn stale_staging(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     stale
 }
 
-/// The state directory, without what [`STATE_SKIPPED`] names.
+/// The state directory, without what [`STATE_SKIPPED`] and [`STATE_SKIPPED_PREFIXES`] name.
 fn copy_state(from: &Path, to: &Path) -> anyhow::Result<()> {
     fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(to)?;
@@ -291,7 +295,11 @@ fn copy_state(from: &Path, to: &Path) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
         let entry = entry?;
         let name = entry.file_name();
-        if STATE_SKIPPED.iter().any(|s| name == *s) {
+        if STATE_SKIPPED.iter().any(|s| name == *s)
+            || STATE_SKIPPED_PREFIXES
+                .iter()
+                .any(|p| name.to_string_lossy().starts_with(p))
+        {
             continue;
         }
         let kind = entry.file_type()?;
@@ -647,6 +655,8 @@ mod tests {
             "kit-key",
             "pki/kubernetes",
             "records",
+            ".kit-staging-1-abc/state",
+            ".restore-1-abc/objects",
         ] {
             std::fs::create_dir_all(from.path().join(dir)).unwrap();
         }
@@ -660,7 +670,13 @@ mod tests {
         assert!(to.path().join("pki/kubernetes/ca.crt").is_file());
         assert!(to.path().join("records/h1.txt").is_file());
         assert!(to.path().join("admin.conf").is_file());
-        for skipped in ["bundle", "snapshots", "kit-key"] {
+        for skipped in [
+            "bundle",
+            "snapshots",
+            "kit-key",
+            ".kit-staging-1-abc",
+            ".restore-1-abc",
+        ] {
             assert!(!to.path().join(skipped).exists(), "{skipped} copied");
         }
     }

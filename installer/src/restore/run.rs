@@ -9,13 +9,12 @@ use anyhow::{Context as _, bail};
 use super::etcd::{Recovery, recover};
 use super::objects::{self as restore_objects, RestoreOptions};
 use crate::backup::kit::{self, KitManifest, Unlock};
-use crate::backup::run::{KIT_KEY_DIR, OBJECTS_DIR, cluster_ca_sha256, private_staging};
+use crate::backup::run::{
+    KIT_KEY_DIR, OBJECTS_DIR, OPENED_PREFIX, cluster_ca_sha256, private_staging,
+};
 use crate::cluster::run::load_inputs;
 use crate::cluster::say;
 use crate::ssh::SshOptions;
-
-/// Prefix of the directory an opened (decrypted) kit waits in, in the state directory.
-const OPENED_PREFIX: &str = ".restore-";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
