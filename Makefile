@@ -15,6 +15,8 @@ DEBIAN_PACKAGES := \
 
 BUNDLE := bundles/lab.tar.zst
 KEYDIR := bundles/keys
+# The age identity `make demo` encrypts its restore kits to (restore needs it; kept away from the kits).
+KIT_IDENTITY := $(KEYDIR)/kit-identity.txt
 # How ilha reaches the lab's hosts (written by `cargo xtask lab up`, default state directory).
 LAB_SSH := --ssh-config /var/lib/ilha-lab/ssh/ssh_config --known-hosts /var/lib/ilha-lab/ssh/known_hosts
 
@@ -60,12 +62,16 @@ demo: deps
 	target/release/ilha up $(BUNDLE) --pubkey $(KEYDIR)/ilha.pub \
 	    -i examples/lab/inventory.ini -c examples/lab/cluster.yaml $(LAB_SSH)
 	$(CARGO) xtask lab ssh 1 'kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes -o wide'
-	@# A restore kit (signed, drilled), checked with stock minisign, then etcd restored from it.
+	@# A restore kit (signed, drilled, encrypted to an age key kept apart from the kits), checked
+	@# with stock minisign, then etcd restored from it.
+	@test -f $(KIT_IDENTITY) || { mkdir -p $(dir $(KIT_IDENTITY)); age-keygen -o $(KIT_IDENTITY) 2>/dev/null; }
 	kit=bundles/backups/lab-$$(date -u +%Y%m%dT%H%M%SZ).tar.zst; \
-	target/release/ilha backup -i examples/lab/inventory.ini -c examples/lab/cluster.yaml $(LAB_SSH) --out $$kit && \
+	target/release/ilha backup -i examples/lab/inventory.ini -c examples/lab/cluster.yaml $(LAB_SSH) --out $$kit \
+	    --encrypt-to "$$(age-keygen -y $(KIT_IDENTITY))" && \
 	minisign -Vm $$kit -p bundles/lab-state/kit-key/ilha.pub && \
 	target/release/ilha inspect $$kit && \
-	target/release/ilha restore $$kit --yes -i examples/lab/inventory.ini -c examples/lab/cluster.yaml $(LAB_SSH)
+	target/release/ilha restore $$kit --identity $(KIT_IDENTITY) --yes \
+	    -i examples/lab/inventory.ini -c examples/lab/cluster.yaml $(LAB_SSH)
 	$(CARGO) xtask lab ssh 1 'kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes'
 
 bench: deps

@@ -333,3 +333,49 @@ fn inspect_with_pubkey_verifies_first() {
         .code(1)
         .stderr(predicate::str::starts_with("error: verification failed"));
 }
+
+/// A kit holds the cluster's keys: without a choice of encryption, nothing is written at all.
+#[test]
+fn backup_without_an_encryption_choice_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("inventory.ini");
+    fs::write(
+        &inventory,
+        "m1 ansible_ssh_host=127.0.0.1 ansible_port=1 ip=10.0.0.1\n\
+         [kube-master]\nm1\n[etcd]\nm1\n[kube-node]\nm1\n\
+         [k8s-cluster:children]\nkube-master\nkube-node\n",
+    )
+    .unwrap();
+    let config = dir.path().join("cluster.yaml");
+    fs::write(&config, "cluster_name: lab\nstate_dir: state\n").unwrap();
+    let kit = dir.path().join("media/kit.tar.zst");
+    ilha()
+        .args(["backup", "-i"])
+        .arg(&inventory)
+        .arg("-c")
+        .arg(&config)
+        .arg("--out")
+        .arg(&kit)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("nothing was written"))
+        .stderr(predicate::str::contains("--encrypt-to"))
+        .stderr(predicate::str::contains("--passphrase-file"))
+        .stderr(predicate::str::contains("--no-encrypt"));
+    let mut left: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["cluster.yaml", "inventory.ini"]);
+    // --no-encrypt is a choice of its own, not a companion of the others.
+    ilha()
+        .args(["backup", "-i"])
+        .arg(&inventory)
+        .arg("--out")
+        .arg(&kit)
+        .args(["--no-encrypt", "--passphrase-file", "p"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot be used with"));
+}

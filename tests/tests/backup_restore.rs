@@ -3,15 +3,22 @@
 //! and its objects restored (PersistentVolumes bound to the new claims, data on disk intact).
 //! Kits with a flipped byte, a corrupt snapshot or a wrong passphrase are refused before any host
 //! changes.
+//!
+//! Secrets: a kit is encrypted unless `--no-encrypt`; no master ever holds key material others can
+//! read, during a backup, after one, or after one that failed or was interrupted (checked on the
+//! hosts themselves); the plaintext staging is in the state directory, never beside `--out`; the
+//! drill's etcd listens on no TCP port; a signed kit whose /etc/kubernetes tar holds
+//! `root/.ssh/authorized_keys2`, `..`, a link or a setuid file puts none of them on a master.
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ilha::backup::kit::{self, Protection, Unlock};
 use ilha_e2e::cluster::{
-    FreshLab, eventually, fresh_lab, ilha, kubectl, lab_bundle, seed_layout, text, write_config,
-    write_inventory,
+    FreshLab, eventually, fresh_lab, ilha, ilha_binary, kubectl, lab_bundle, seed_layout, text,
+    write_config, write_inventory,
 };
+use xtask::lab::Lab;
 
 /// A namespace with config, a secret, a StorageClass, a local PV on node4 bound to a claim,
 /// and a Deployment appending to a file on that volume.
@@ -163,6 +170,198 @@ impl Site {
     }
 }
 
+/// Files on a master that others (group or world) can read and that are key material: PEM
+/// private keys, kubeconfigs with client keys, anywhere on its disk that ilha or a backup could
+/// write (image layers aside), and archives or snapshots in ilha's directories. One per line.
+const EXPOSED_SECRETS: &str = r#"{
+  find /var/lib/ilha /var/backups -xdev -type f -perm /044 \( -name '*.tar' -o -name '*.db' \) -print
+  find /etc /root /tmp /var/tmp /var/lib /var/backups /run -xdev -path /var/lib/containerd -prune \
+    -o -type f -perm /044 -size -16M -print0 | xargs -0 -r grep -laE 'PRIVATE KEY|client-key-data'
+} 2>/dev/null | sort -u"#;
+
+/// [`EXPOSED_SECRETS`] on every master; `when` names the moment in failure messages.
+fn assert_no_exposed_secrets(lab: &Lab, when: &str) {
+    for index in 1..=3 {
+        let found = lab.ssh(index, EXPOSED_SECRETS).unwrap();
+        let found = String::from_utf8_lossy(&found.stdout).trim().to_string();
+        let modes = if found.is_empty() {
+            String::new()
+        } else {
+            lab.ssh_ok(
+                index,
+                &format!("stat -c '%a %U %n' {}", found.replace('\n', " ")),
+            )
+            .unwrap_or_default()
+        };
+        assert!(
+            found.is_empty(),
+            "node{index} {when}: key material readable by others:\n{modes}"
+        );
+        assert_eq!(
+            lab.ssh_ok(
+                index,
+                "test -e /var/lib/ilha/etc-kubernetes.tar && echo left || true"
+            )
+            .unwrap()
+            .trim(),
+            "",
+            "node{index} {when}: an archive of /etc/kubernetes was left on the master"
+        );
+    }
+}
+
+/// Watches, on node1 (the first etcd member: the drill runs there), every listening socket of
+/// the drill's throwaway etcd while it lives. Prints `unix` for a unix socket and `tcp <line>`
+/// for a TCP one, then `done` once the drill's etcd came and went.
+const DRILL_WATCH: &str = r#"end=$((SECONDS + 240)); seen=
+while [ $SECONDS -lt $end ]; do
+  pid=$(pgrep -f -- '^/usr/local/bin/etcd --name ilha-drill' | head -n1 || true)
+  if [ -n "$pid" ]; then
+    seen=1
+    ss -Hltnp 2>/dev/null | grep -F "pid=$pid," | sed 's/^/tcp /' || true
+    ss -Hlxp 2>/dev/null | grep -qF "pid=$pid," && echo unix || true
+  elif [ -n "$seen" ]; then
+    echo done; exit 0
+  fi
+  sleep 0.02
+done
+echo timeout"#;
+
+/// What [`DRILL_WATCH`] saw: whether the drill's etcd was on a unix socket, and every TCP
+/// listener of it.
+fn drill_sockets(output: &str) -> (bool, Vec<String>) {
+    let unix = output.lines().any(|l| l == "unix");
+    let mut tcp: Vec<String> = output
+        .lines()
+        .filter(|l| l.starts_with("tcp "))
+        .map(str::to_string)
+        .collect();
+    tcp.sort();
+    tcp.dedup();
+    (unix, tcp)
+}
+
+/// On node2, `tar` (first on root's PATH) runs the real one, then holds its output open until
+/// `/run/ilha-test-tar-held` is removed: a backup caught in the middle of archiving
+/// /etc/kubernetes, for as long as the test needs.
+const HOLD_TAR: &str = r#"cat > /usr/local/bin/tar <<'WRAPPER'
+#!/bin/bash
+/usr/bin/tar "$@"
+rc=$?
+touch /run/ilha-test-tar-held
+while [ -e /run/ilha-test-tar-held ]; do sleep 0.2; done
+exit $rc
+WRAPPER
+chmod 755 /usr/local/bin/tar"#;
+
+/// The staging directories in `dir` (`.kit-staging-*`) with their modes.
+fn staging_in(dir: &Path) -> Vec<(String, u32)> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".kit-staging-"))
+        .map(|e| {
+            let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+            (e.file_name().to_string_lossy().into_owned(), mode)
+        })
+        .collect()
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A copy of the `sealed` kit (same passphrase) whose /etc/kubernetes tar of every master also
+/// holds what must never land on one, signed again with the right key: only restore's own
+/// filter stands between it and `/` on the masters.
+fn hostile_kit(sealed: &Path, passphrase: &str, state: &Path, out: &Path) {
+    use tar::{EntryType, Header};
+    let pubkey = ilha_format::load_public_key(&state.join("kit-key/ilha.pub")).unwrap();
+    let key = ilha_format::load_secret_key(&state.join("kit-key/ilha.key"), None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut manifest = kit::open_kit(
+        sealed,
+        &pubkey,
+        &Unlock::Passphrase(passphrase.into()),
+        dir.path(),
+    )
+    .unwrap();
+    for master in &manifest.masters {
+        let path = dir
+            .path()
+            .join(format!("masters/{master}/etc-kubernetes.tar"));
+        let mut original = tar::Archive::new(std::fs::File::open(&path).unwrap());
+        let rebuilt = path.with_extension("new");
+        let mut b = tar::Builder::new(std::fs::File::create(&rebuilt).unwrap());
+        for entry in original.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let header = entry.header().clone();
+            let name = entry.path().unwrap().into_owned();
+            let mut header = header;
+            b.append_data(&mut header, name, &mut entry).unwrap();
+        }
+        let mut add = |name: &str, kind: EntryType, mode: u32, data: &[u8], link: Option<&str>| {
+            let mut h = Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_size(data.len() as u64);
+            if let Some(link) = link {
+                h.set_link_name(link).unwrap();
+            }
+            // The raw name field: `set_path` would refuse `..`, a hostile tar does not.
+            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        };
+        add(
+            "root/.ssh/authorized_keys2",
+            EntryType::Regular,
+            0o644,
+            b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIntruder intruder\n",
+            None,
+        );
+        add(
+            "etc/kubernetes/../../root/x",
+            EntryType::Regular,
+            0o644,
+            b"x\n",
+            None,
+        );
+        add(
+            "etc/kubernetes/ssh",
+            EntryType::Symlink,
+            0o777,
+            b"",
+            Some("/root/.ssh"),
+        );
+        add(
+            "etc/kubernetes/pki/shell",
+            EntryType::Regular,
+            0o4755,
+            b"#!/bin/sh\nexec /bin/sh -p\n",
+            None,
+        );
+        b.finish().unwrap();
+        drop(b);
+        std::fs::rename(&rebuilt, &path).unwrap();
+    }
+    manifest.files.clear();
+    kit::write_kit(
+        out,
+        dir.path(),
+        manifest,
+        &Protection::Passphrase(passphrase.into()),
+        &key,
+    )
+    .unwrap();
+}
+
 fn stock(program: &str, args: &[&str]) -> std::process::Output {
     Command::new(program)
         .args(args)
@@ -215,13 +414,29 @@ fn back_up_lose_etcd_quorum_recover_then_rebuild_and_restore_objects() {
     site.wait_workload();
     site.kubectl("label node node5 tier=gold");
 
-    // Two kits: a plain one, and one sealed with a passphrase.
+    // No choice of encryption: refused, nothing written (not even the kit signing key).
+    let refused = site.path("refused.tar.zst");
+    let out = site.run(&["backup", "--out", refused.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("nothing was written"), "{}", text(&out));
+    assert!(!refused.exists() && !site.state().join("kit-key").exists());
+    assert_no_exposed_secrets(lab, "after ilha up");
+
+    // Two kits: a plain one (asked for), and one sealed with a passphrase. While the first is
+    // made, node1 is watched for the drill's etcd and its sockets.
     let plain = site.path("plain.tar.zst");
     let sealed = site.path("sealed.tar.zst");
     let passphrase = site.path("passphrase");
     std::fs::write(&passphrase, "correct horse battery staple\n").unwrap();
+    let watch = lab
+        .ssh_command(1)
+        .arg(DRILL_WATCH)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let started = Instant::now();
-    let out = site.run(&["backup", "--out", plain.to_str().unwrap()]);
+    let out = site.run(&["backup", "--out", plain.to_str().unwrap(), "--no-encrypt"]);
     eprintln!(
         "BENCH ilha backup (6 hosts, plain kit): {:.1}s",
         started.elapsed().as_secs_f64()
@@ -233,6 +448,18 @@ fn back_up_lose_etcd_quorum_recover_then_rebuild_and_restore_objects() {
         "no warning about the plain kit:\n{said}"
     );
     assert!(said.contains("drill passed"), "{said}");
+    let watched = watch.wait_with_output().unwrap();
+    let watched = String::from_utf8_lossy(&watched.stdout);
+    let (on_unix, on_tcp) = drill_sockets(&watched);
+    assert!(
+        on_tcp.is_empty(),
+        "the drill's etcd listened on TCP:\n{}",
+        on_tcp.join("\n")
+    );
+    assert!(
+        on_unix && watched.contains("done"),
+        "the drill's etcd was not seen on its unix socket:\n{watched}"
+    );
     let out = site.run(&[
         "backup",
         "--out",
@@ -241,6 +468,96 @@ fn back_up_lose_etcd_quorum_recover_then_rebuild_and_restore_objects() {
         passphrase.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("NOT encrypted"), "{}", text(&out));
+    assert_no_exposed_secrets(lab, "after two backups");
+    assert!(staging_in(&site.state()).is_empty());
+
+    // A backup caught while node2 archives /etc/kubernetes, then interrupted.
+    let held_at = Instant::now();
+    let media = site.path("media");
+    std::fs::create_dir_all(&media).unwrap();
+    lab.ssh_ok(2, HOLD_TAR).unwrap();
+    let mut backup = Command::new(ilha_binary());
+    backup
+        .args(["backup", "--out"])
+        .arg(media.join("interrupted.tar.zst"))
+        .args(["--passphrase-file", passphrase.to_str().unwrap()])
+        .args(site.hosts_args())
+        .arg("--ssh-config")
+        .arg(lab.ssh_config().unwrap())
+        .arg("--known-hosts")
+        .arg(lab.known_hosts())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut running = backup.spawn().unwrap();
+    eventually(
+        "node2's tar to hold the backup in the middle",
+        Duration::from_secs(120),
+        || {
+            lab.ssh_ok(2, "test -e /run/ilha-test-tar-held && echo held || true")
+                .ok()
+                .filter(|o| o.trim() == "held")
+        },
+    );
+    assert_no_exposed_secrets(lab, "during a backup");
+    let staging = staging_in(&site.state());
+    assert!(
+        staging.len() == 1 && staging[0].1 == 0o700,
+        "the backup's staging is not one owner-only directory in the state directory: {staging:?}"
+    );
+    assert!(
+        names_in(&media).is_empty(),
+        "the backup wrote beside --out: {:?}",
+        names_in(&media)
+    );
+    let interrupted = Command::new("kill")
+        .args(["-INT", &running.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let _ = running.wait();
+    lab.ssh_ok(2, "rm -f /usr/local/bin/tar /run/ilha-test-tar-held")
+        .unwrap();
+    assert_no_exposed_secrets(lab, "after an interrupted backup");
+    assert!(names_in(&media).is_empty(), "{:?}", names_in(&media));
+    // What an interrupted run may leave stays owner-only in the state directory.
+    assert!(
+        staging_in(&site.state())
+            .iter()
+            .all(|(_, mode)| *mode == 0o700)
+    );
+
+    // A backup that fails midway: the object API does not answer.
+    let admin = site.state().join("admin.conf");
+    let kubeconfig = std::fs::read_to_string(&admin).unwrap();
+    let server = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .expect("a server line in admin.conf")
+        .to_string();
+    std::fs::write(&admin, kubeconfig.replace(&server, "https://127.0.0.1:1")).unwrap();
+    let out = site.run(&[
+        "backup",
+        "--out",
+        media.join("failed.tar.zst").to_str().unwrap(),
+        "--passphrase-file",
+        passphrase.to_str().unwrap(),
+    ]);
+    std::fs::write(&admin, &kubeconfig).unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("objects"), "{}", text(&out));
+    assert_no_exposed_secrets(lab, "after a failed backup");
+    assert!(names_in(&media).is_empty(), "{:?}", names_in(&media));
+    // No staging is left: the failed run's own, and the interrupted run's (removed by this one).
+    assert!(
+        staging_in(&site.state()).is_empty(),
+        "{:?}",
+        staging_in(&site.state())
+    );
+    eprintln!(
+        "BENCH interrupted + failed backups: {:.1}s",
+        held_at.elapsed().as_secs_f64()
+    );
     let pubkey = site.state().join("kit-key/ilha.pub");
     for kit in [&plain, &sealed] {
         let verified = stock(
@@ -411,11 +728,19 @@ fn back_up_lose_etcd_quorum_recover_then_rebuild_and_restore_objects() {
         "active"
     );
 
-    // Recovery from the sealed kit.
+    // Recovery from the sealed kit, signed again with hostile entries in every master's
+    // /etc/kubernetes tar: they are named and dropped, the rest of the recovery is the same.
+    let hostile = site.path("hostile.tar.zst");
+    hostile_kit(
+        &sealed,
+        "correct horse battery staple",
+        &site.state(),
+        &hostile,
+    );
     let started = Instant::now();
     let out = site.run(&[
         "restore",
-        sealed.to_str().unwrap(),
+        hostile.to_str().unwrap(),
         "--passphrase-file",
         passphrase.to_str().unwrap(),
         "--yes",
@@ -435,6 +760,29 @@ fn back_up_lose_etcd_quorum_recover_then_rebuild_and_restore_objects() {
         "test -s /etc/kubernetes/pki/etcd/peer.key && test -s /etc/kubernetes/admin.conf",
     )
     .unwrap();
+    for entry in [
+        "root/.ssh/authorized_keys2",
+        "etc/kubernetes/../../root/x",
+        "etc/kubernetes/ssh",
+        "etc/kubernetes/pki/shell",
+    ] {
+        assert!(
+            said.contains(&format!("{entry:?}")),
+            "the refused entry {entry} is not named:\n{said}"
+        );
+    }
+    for index in 1..=3 {
+        let landed = lab
+            .ssh_ok(
+                index,
+                "for f in /root/.ssh/authorized_keys2 /root/x /etc/kubernetes/ssh \
+                 /etc/kubernetes/pki/shell; do [ ! -e \"$f\" ] && [ ! -L \"$f\" ] || echo \"$f\"; done; \
+                 find /etc/kubernetes -perm /6000; find /etc/kubernetes ! -user root",
+            )
+            .unwrap();
+        assert_eq!(landed.trim(), "", "node{index}: the hostile kit landed");
+    }
+    assert_no_exposed_secrets(lab, "after the recovery");
     for index in 1..=3 {
         assert!(
             site.etcd_data_moved_aside(index),

@@ -1,7 +1,10 @@
 //! The etcd part of a backup: a snapshot from a healthy member, and the drill that proves it
 //! restores. The drill runs on the member that took it, before the file leaves: the snapshot is
-//! restored into a throwaway etcd on loopback ports, and that etcd must answer with the snapshot's
-//! revision and the same number of keys the live cluster had at that revision.
+//! restored into a throwaway etcd, and that etcd must answer with the snapshot's revision and the
+//! same number of keys the live cluster had at that revision.
+//!
+//! The throwaway etcd serves the whole dataset without TLS, so it listens on no TCP port at all:
+//! clients and peers are unix sockets in an owner-only directory, which only root reaches.
 
 use std::path::Path;
 use std::time::Instant;
@@ -10,16 +13,17 @@ use anyhow::{Context as _, bail};
 use serde::Deserialize;
 
 use super::kit::Drill;
-use crate::cluster::membership::{self, etcdctl, etcdctl_at};
+use crate::cluster::membership::{self, etcdctl};
 use crate::cluster::paths::BIN_DIR;
 use crate::cluster::snapshot::{self, REMOTE_SNAPSHOT, SnapshotStatus};
 use crate::ssh::{Fleet, Session};
 
-/// Where the drill's etcd keeps its data (removed afterwards).
+/// Where the drill's etcd keeps its data and sockets (mode 0700, removed afterwards).
 const DRILL_DIR: &str = "/var/lib/ilha/drill";
-/// Loopback ports of the throwaway etcd: away from etcd's own 2379/2380.
-const DRILL_CLIENT: &str = "http://127.0.0.1:42379";
-const DRILL_PEER: &str = "http://127.0.0.1:42380";
+/// Unix sockets, relative to [`DRILL_DIR`] (the drill runs there): etcd 3.4 takes a unix URL only
+/// in `host:port` form, which names the socket file `host:port` in its working directory.
+const DRILL_CLIENT: &str = "unix://client:1";
+const DRILL_PEER: &str = "unix://peer:2";
 
 /// A snapshot on the operator's side, with its drill.
 #[derive(Debug, Clone)]
@@ -45,6 +49,14 @@ struct CountHeader {
     revision: u64,
 }
 
+/// `etcdctl` against the drill's etcd: its socket, no TLS (a unix URL with TLS flags would make
+/// etcdctl speak TLS to it).
+fn drill_etcdctl(args: &str) -> String {
+    format!(
+        "ETCDCTL_API=3 {BIN_DIR}/etcdctl --endpoints={DRILL_CLIENT} --command-timeout=3s {args}"
+    )
+}
+
 /// The drill, as one script: the live count at the snapshot's revision first (compaction could
 /// otherwise move past it), then the restore and the throwaway etcd. Prints two JSON lines.
 fn drill_script(revision: u64) -> String {
@@ -53,7 +65,8 @@ fn drill_script(revision: u64) -> String {
     format!(
         r#"set -euo pipefail
 dir={DRILL_DIR}
-rm -rf "$dir"; mkdir -p "$dir"
+rm -rf "$dir"; mkdir -p "$dir"; chmod 0700 "$dir"
+cd "$dir"
 live=$({live})
 ETCDCTL_API=3 {BIN_DIR}/etcdctl snapshot restore {REMOTE_SNAPSHOT} --name {name} \
   --data-dir "$dir/data" --initial-cluster {name}={DRILL_PEER} \
@@ -64,7 +77,7 @@ ETCDCTL_API=3 {BIN_DIR}/etcdctl snapshot restore {REMOTE_SNAPSHOT} --name {name}
   --listen-peer-urls {DRILL_PEER} --initial-advertise-peer-urls {DRILL_PEER} \
   --initial-cluster {name}={DRILL_PEER} >"$dir/etcd.log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true; cd /; rm -rf "$dir"' EXIT
 restored=
 for _ in $(seq 150); do
   if restored=$({restored} 2>/dev/null); then break; fi
@@ -76,7 +89,7 @@ echo "$live"
 echo "$restored"
 "#,
         live = etcdctl(&format!("{count_all} --rev={revision}")),
-        restored = etcdctl_at(DRILL_CLIENT, "3s", count_all),
+        restored = drill_etcdctl(count_all),
     )
 }
 
@@ -240,13 +253,120 @@ mod tests {
     }
 
     #[test]
-    fn the_drill_script_is_valid_bash_and_stays_on_loopback() {
+    fn the_drill_script_is_valid_bash() {
         let script = drill_script(42);
         assert!(script.contains("--rev=42"));
         assert!(script.contains("snapshot restore /var/lib/ilha/snapshot.db"));
-        for line in script.lines().filter(|l| l.contains("http://")) {
-            assert!(!line.contains("http://10."), "{line}");
-        }
         crate::cluster::tests_support::assert_bash_syntax(&script);
+    }
+
+    /// The drill's cleanup, run as the script runs it, when the operator goes away while the
+    /// throwaway etcd (here a sleep) lives: its stdout closed, the final echo meets a broken pipe.
+    #[test]
+    fn the_drill_cleans_up_when_its_reader_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let drill = dir.path().join("drill");
+        let script = drill_script(42);
+        let start = script.find("pid=$!").unwrap();
+        let end = script.find("restored=\n").unwrap();
+        let body = format!(
+            "set -euo pipefail\ndir={}\nmkdir -p \"$dir\"; cd \"$dir\"\nsleep 300 &\n{}\
+             echo $pid > \"$dir/../pid\"\nsleep 0.3\nfor i in $(seq 100000); do echo out; done\n",
+            drill.display(),
+            &script[start..end]
+        );
+        // As under sshd: SIGPIPE at its default (the test harness ignores it, and bash cannot
+        // undo an ignored signal).
+        let mut child = std::process::Command::new("env")
+            .args(["--default-signal=PIPE", "bash", "-c", &body])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        drop(child.stdout.take());
+        let _ = child.wait();
+        let pid = std::fs::read_to_string(dir.path().join("pid")).unwrap();
+        let alive = Path::new("/proc").join(pid.trim()).exists();
+        if alive {
+            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+        }
+        assert!(!alive, "the drill's etcd outlived its script");
+        assert!(!drill.exists(), "the drill's directory was left");
+    }
+
+    /// Every `--flag value` of the command line starting with `program` (its `\` continuations
+    /// joined).
+    fn flags(script: &str, program: &str) -> Vec<(String, String)> {
+        let joined = script.replace("\\\n", " ");
+        let line = joined
+            .lines()
+            .find(|l| l.trim_start().starts_with(program))
+            .unwrap_or_else(|| panic!("no {program} line in:\n{script}"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        words
+            .windows(2)
+            .filter(|w| w[0].starts_with("--"))
+            .map(|w| (w[0].to_string(), w[1].to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_drill_etcd_listens_on_no_tcp_port() {
+        let script = drill_script(42);
+        let etcd = flags(&script, "/usr/local/bin/etcd ");
+        let urls: Vec<&(String, String)> =
+            etcd.iter().filter(|(f, _)| f.ends_with("-urls")).collect();
+        // Every URL flag etcd 3.4 listens or advertises with, and nothing on metrics.
+        let names: Vec<&str> = urls.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "--listen-client-urls",
+                "--advertise-client-urls",
+                "--listen-peer-urls",
+                "--initial-advertise-peer-urls"
+            ]
+        );
+        for (flag, value) in urls {
+            assert!(value.starts_with("unix://"), "{flag} {value}");
+            // etcd 3.4 takes unix URLs only as `host:port`, without a path.
+            let host = value.trim_start_matches("unix://");
+            assert!(host.contains(':') && !host.contains('/'), "{flag} {value}");
+        }
+        let cluster = etcd.iter().find(|(f, _)| f == "--initial-cluster").unwrap();
+        assert_eq!(cluster.1, format!("ilha-drill={DRILL_PEER}"));
+        let restore = flags(
+            &script,
+            "ETCDCTL_API=3 /usr/local/bin/etcdctl snapshot restore",
+        );
+        for (flag, value) in &restore {
+            if flag.contains("initial") {
+                assert!(
+                    value.contains("unix://") && !value.contains("http"),
+                    "{flag}"
+                );
+            }
+        }
+        // The sockets are relative: the script works in its owner-only directory.
+        assert!(
+            script.contains("chmod 0700 \"$dir\"\ncd \"$dir\"\n"),
+            "{script}"
+        );
+        // Nothing in the script names a TCP URL but the live cluster's own client port.
+        for line in script.lines() {
+            for word in line.split([' ', '=']) {
+                if word.starts_with("http") {
+                    assert_eq!(word, "https://127.0.0.1:2379", "{line}");
+                }
+            }
+        }
+        // The drill's etcdctl speaks to the socket without TLS.
+        let restored = script.lines().find(|l| l.contains("restored=$(")).unwrap();
+        assert!(
+            restored.contains("--endpoints=unix://client:1"),
+            "{restored}"
+        );
+        assert!(!restored.contains("--cacert"), "{restored}");
     }
 }

@@ -1,9 +1,14 @@
 //! `ilha backup`: everything a restore needs, in one signed kit.
 //!
-//! Three parts are gathered at once into a staging directory next to the kit: the etcd snapshot
-//! (drilled on its member before it leaves), `/etc/kubernetes` of every master (the etcd PKI is
-//! under it), and the object dump through the API. The cluster's state directory is copied too,
-//! without the bundle cache and earlier snapshots. Then [`kit::write_kit`] packs and signs.
+//! Three parts are gathered at once into a staging directory inside the state directory: the
+//! etcd snapshot (drilled on its member before it leaves), `/etc/kubernetes` of every master (the
+//! etcd PKI is under it; streamed, never written on the master), and the object dump through the
+//! API. The cluster's state directory is copied too, without the bundle cache and earlier
+//! snapshots. Then [`kit::write_kit`] packs and signs.
+//!
+//! The staging is plaintext (keys, Secrets): it lives in the state directory, owner-only, never
+//! beside `--out` (often removable media, where an unlinked file stays recoverable), and goes
+//! away on every exit path.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -14,7 +19,7 @@ use anyhow::{Context as _, bail};
 use super::etcd::{self, DrilledSnapshot};
 use super::kit::{self, EtcdSummary, KitManifest, ObjectCount, Protection};
 use super::objects::{self, DumpOptions, DumpReport};
-use crate::cluster::paths::{ILHA_DIR, KUBERNETES_DIR};
+use crate::cluster::paths::KUBERNETES_DIR;
 use crate::cluster::run::{load_inputs, targets};
 use crate::cluster::say;
 use crate::config::ClusterConfig;
@@ -33,6 +38,10 @@ pub fn etc_kubernetes_path(host: &str) -> String {
 /// What of the state directory stays out of a kit: the unpacked bundle (the bundle itself is the
 /// air gap's other artifact), earlier snapshots, and the kit signing key.
 const STATE_SKIPPED: &[&str] = &["bundle", "bundle.new", "snapshots", "kit-key"];
+/// Nor the staging directories of backups (this one's own among them) and of restores.
+const STATE_SKIPPED_PREFIXES: &[&str] = &[STAGING_PREFIX, OPENED_PREFIX];
+/// Prefix of the directory `restore` opens a kit into, in the state directory.
+pub const OPENED_PREFIX: &str = ".restore-";
 /// Where the kit signing key is made when `--key` is not given.
 pub const KIT_KEY_DIR: &str = "kit-key";
 
@@ -160,26 +169,113 @@ fn signing_key(
     Ok((key, dir.join(ilha_format::sign::PUBLIC_KEY_FILE)))
 }
 
-/// `/etc/kubernetes` of one master into the staging directory.
-async fn fetch_etc_kubernetes(session: &Session, staging: &Path) -> anyhow::Result<()> {
-    let host = session.name();
-    let remote = format!("{ILHA_DIR}/etc-kubernetes.tar");
+/// `/etc/kubernetes` of one master as a tar, over the SSH channel: nothing is written on the
+/// master. The host prints the archive's sha256, then the archive (base64: the channel carries
+/// text); both come from the same bytes, so a change on the way is caught.
+fn etc_kubernetes_script() -> String {
     let root = KUBERNETES_DIR.trim_start_matches('/');
-    session
-        .run(&format!(
-            "set -e; mkdir -p {ILHA_DIR}; tar -C / -cf {remote} {root}"
-        ))
-        .await
-        .with_context(|| format!("{host}: archiving {KUBERNETES_DIR}"))?;
-    let local = staging.join(etc_kubernetes_path(host));
+    format!(
+        r#"archive=$(tar -C / -cf - {root} | base64 -w0)
+printf '%s' "$archive" | base64 -d | sha256sum | cut -d' ' -f1
+printf '%s\n' "$archive"
+"#
+    )
+}
+
+/// Checks what [`etc_kubernetes_script`] printed and writes the archive to `local` (mode 0600).
+fn save_etc_kubernetes(host: &str, stdout: &str, local: &Path) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut lines = stdout.lines();
+    let (Some(expected), Some(encoded)) = (lines.next(), lines.next()) else {
+        bail!("{host}: unexpected output archiving {KUBERNETES_DIR}");
+    };
+    let archive = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .with_context(|| format!("{host}: the archive of {KUBERNETES_DIR} arrived garbled"))?;
+    let actual = ilha_format::Sha256::of(&archive).to_string();
+    if actual != expected.trim() {
+        bail!(
+            "{host}: the archive of {KUBERNETES_DIR} arrived altered (sha256 {actual}, the host \
+             sent {})",
+            expected.trim()
+        );
+    }
     std::fs::create_dir_all(local.parent().expect("has a parent"))?;
-    let copied = session.download(&remote, &local).await;
-    let _ = session.run(&format!("rm -f {remote}")).await;
-    copied.with_context(|| format!("{host}: copying {KUBERNETES_DIR}"))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(local)
+        .with_context(|| format!("creating {}", local.display()))?;
+    file.write_all(&archive)
+        .with_context(|| format!("writing {}", local.display()))?;
     Ok(())
 }
 
-/// The state directory, without what [`STATE_SKIPPED`] names.
+/// `/etc/kubernetes` of one master into the staging directory.
+async fn fetch_etc_kubernetes(session: &Session, staging: &Path) -> anyhow::Result<()> {
+    let host = session.name();
+    let out = session
+        .run_script(
+            &format!("archive of {KUBERNETES_DIR}"),
+            &etc_kubernetes_script(),
+        )
+        .await
+        .with_context(|| format!("{host}: archiving {KUBERNETES_DIR}"))?;
+    save_etc_kubernetes(host, &out.stdout, &staging.join(etc_kubernetes_path(host)))
+}
+
+/// Prefix of a backup's staging directory in the state directory: `<prefix><pid>-<random>`.
+pub const STAGING_PREFIX: &str = ".kit-staging-";
+
+/// An owner-only directory `<dir>/<prefix><pid>-XXXXXX` for plaintext that must not outlive the
+/// command: removed when dropped, so on success, on every error and on unwinding. Leftovers of
+/// runs that were killed (their pid is gone) are removed first and named.
+pub(crate) fn private_staging(dir: &Path, prefix: &str) -> anyhow::Result<tempfile::TempDir> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for leftover in stale_staging(dir, prefix) {
+        match std::fs::remove_dir_all(&leftover) {
+            Ok(()) => say(format!(
+                "  removed {}, left by an interrupted run",
+                leftover.display()
+            )),
+            Err(e) => say(format!(
+                "  warning: cannot remove {}, left by an interrupted run: {e}",
+                leftover.display()
+            )),
+        }
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    // Owner-only from its creation (tempfile's default follows the umask: 0755).
+    tempfile::Builder::new()
+        .prefix(&format!("{prefix}{}-", std::process::id()))
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(dir)
+        .with_context(|| format!("making a staging directory in {}", dir.display()))
+}
+
+/// `<prefix><pid>-…` directories in `dir` whose process is gone.
+fn stale_staging(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut stale: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let pid: u32 = name.strip_prefix(prefix)?.split('-').next()?.parse().ok()?;
+            let alive = Path::new("/proc").join(pid.to_string()).exists();
+            (!alive).then(|| e.path())
+        })
+        .collect();
+    stale.sort();
+    stale
+}
+
+/// The state directory, without what [`STATE_SKIPPED`] and [`STATE_SKIPPED_PREFIXES`] name.
 fn copy_state(from: &Path, to: &Path) -> anyhow::Result<()> {
     fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(to)?;
@@ -199,7 +295,11 @@ fn copy_state(from: &Path, to: &Path) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
         let entry = entry?;
         let name = entry.file_name();
-        if STATE_SKIPPED.iter().any(|s| name == *s) {
+        if STATE_SKIPPED.iter().any(|s| name == *s)
+            || STATE_SKIPPED_PREFIXES
+                .iter()
+                .any(|p| name.to_string_lossy().starts_with(p))
+        {
             continue;
         }
         let kind = entry.file_type()?;
@@ -271,26 +371,18 @@ pub async fn backup(request: &BackupRequest) -> anyhow::Result<BackupReport> {
         say(format!("  warning: {error}"));
     }
 
-    let staging = tempfile::Builder::new()
-        .prefix(".ilha-kit-")
-        .tempdir_in(&parent)
-        .with_context(|| format!("making a staging directory in {}", parent.display()))?;
+    let staging = private_staging(state_dir, STAGING_PREFIX)?;
     let stage = staging.path();
     std::fs::create_dir_all(stage.join("etcd"))?;
 
     say(
         "Taking the etcd snapshot (drilled), /etc/kubernetes of the masters and the object dump ...",
     );
-    let reachable_members: Vec<String> = members
-        .iter()
-        .filter(|m| fleet.session(m).is_some())
-        .cloned()
-        .collect();
     let connected = &fleet;
     let etcd_part = async {
         let t = Instant::now();
-        let taken =
-            etcd::from_any_member(connected, &reachable_members, &stage.join(SNAPSHOT_PATH)).await;
+        // Unreachable members are named in the error if none gives a snapshot.
+        let taken = etcd::from_any_member(connected, &members, &stage.join(SNAPSHOT_PATH)).await;
         (taken, t.elapsed().as_secs_f64())
     };
     let masters_part = async {
@@ -392,6 +484,167 @@ pub async fn backup(request: &BackupRequest) -> anyhow::Result<BackupReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn leftovers(dir: &Path, prefix: &str) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(prefix))
+            .collect()
+    }
+
+    #[test]
+    fn staging_is_owner_only_in_the_state_directory_and_gone_when_dropped() {
+        let state = tempfile::tempdir().unwrap();
+        let staging = private_staging(state.path(), STAGING_PREFIX).unwrap();
+        assert_eq!(staging.path().parent(), Some(state.path()));
+        assert_eq!(mode(staging.path()), 0o700);
+        let name = staging.path().file_name().unwrap().to_string_lossy();
+        assert!(
+            name.starts_with(&format!("{STAGING_PREFIX}{}-", std::process::id())),
+            "{name}"
+        );
+        std::fs::create_dir_all(staging.path().join("masters/m1")).unwrap();
+        std::fs::write(staging.path().join("masters/m1/etc-kubernetes.tar"), "k").unwrap();
+        drop(staging);
+        assert!(leftovers(state.path(), STAGING_PREFIX).is_empty());
+    }
+
+    #[test]
+    fn staging_left_by_a_killed_run_is_removed_and_a_running_ones_kept() {
+        let state = tempfile::tempdir().unwrap();
+        // No process has a pid above the kernel's maximum (2^22).
+        let dead = state.path().join(format!("{STAGING_PREFIX}4999999-abc"));
+        let alive = state
+            .path()
+            .join(format!("{STAGING_PREFIX}{}-abc", std::process::id()));
+        let other = state.path().join(".restore-4999999-abc");
+        for dir in [&dead, &alive, &other] {
+            std::fs::create_dir_all(dir.join("etcd")).unwrap();
+            std::fs::write(dir.join("etcd/snapshot.db"), "secret").unwrap();
+        }
+        let staging = private_staging(state.path(), STAGING_PREFIX).unwrap();
+        assert!(!dead.exists(), "a killed run's staging stays");
+        assert!(alive.exists(), "a running backup's staging was removed");
+        assert!(other.exists(), "another prefix was touched");
+        drop(staging);
+        assert!(alive.exists());
+    }
+
+    /// The script the master runs, against a scratch root, and what the operator keeps of it.
+    #[test]
+    fn etc_kubernetes_arrives_whole_and_owner_only_or_not_at_all() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("etc/kubernetes/pki")).unwrap();
+        std::fs::write(root.path().join("etc/kubernetes/pki/ca.key"), "KEY").unwrap();
+        std::fs::write(root.path().join("etc/kubernetes/admin.conf"), "conf").unwrap();
+        let script = etc_kubernetes_script()
+            .replace("tar -C / ", &format!("tar -C {} ", root.path().display()));
+        crate::cluster::tests_support::assert_bash_syntax(&script);
+        let out = std::process::Command::new("bash")
+            .args(["-c", &format!("set -euo pipefail\n{script}")])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+
+        let stage = tempfile::tempdir().unwrap();
+        let local = stage.path().join(etc_kubernetes_path("m1"));
+        save_etc_kubernetes("m1", &stdout, &local).unwrap();
+        assert_eq!(mode(&local), 0o600);
+        let mut names: Vec<String> = tar::Archive::new(std::fs::File::open(&local).unwrap())
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "etc/kubernetes/",
+                "etc/kubernetes/admin.conf",
+                "etc/kubernetes/pki/",
+                "etc/kubernetes/pki/ca.key"
+            ]
+        );
+
+        // Altered on the way: refused, nothing written.
+        let (sum, data) = stdout.split_once('\n').unwrap();
+        let other = stage.path().join("other.tar");
+        let altered = format!("{}\n{}", "0".repeat(64), data);
+        let err = save_etc_kubernetes("m1", &altered, &other).unwrap_err();
+        assert!(format!("{err:#}").contains("m1: the archive of /etc/kubernetes arrived altered"));
+        let garbled = format!("{sum}\n!!{data}");
+        assert!(save_etc_kubernetes("m1", &garbled, &other).is_err());
+        assert!(save_etc_kubernetes("m1", "", &other).is_err());
+        assert!(!other.exists());
+    }
+
+    /// A backup that fails midway (no host answers, no API) leaves no staging anywhere.
+    #[test]
+    fn a_failed_backup_leaves_no_staging() {
+        let work = tempfile::tempdir().unwrap();
+        let state = work.path().join("state");
+        std::fs::create_dir_all(state.join("pki/kubernetes")).unwrap();
+        std::fs::write(state.join("pki/kubernetes/ca.crt"), "ca").unwrap();
+        std::fs::write(
+            state.join("admin.conf"),
+            "apiVersion: v1\nkind: Config\ncurrent-context: a\n\
+             clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1', insecure-skip-tls-verify: true}}]\n\
+             users: [{name: u, user: {token: t}}]\n\
+             contexts: [{name: a, context: {cluster: c, user: u}}]\n",
+        )
+        .unwrap();
+        // Port 1 on loopback refuses at once.
+        std::fs::write(
+            work.path().join("inventory.ini"),
+            "m1 ansible_ssh_host=127.0.0.1 ansible_port=1 ip=10.0.0.1\n\
+             w1 ansible_ssh_host=127.0.0.2 ansible_port=1 ip=10.0.0.2\n\
+             [kube-master]\nm1\n[etcd]\nm1\n[kube-node]\nw1\n\
+             [k8s-cluster:children]\nkube-master\nkube-node\n",
+        )
+        .unwrap();
+        std::fs::write(
+            work.path().join("cluster.yaml"),
+            "cluster_name: lab\nstate_dir: state\n",
+        )
+        .unwrap();
+        let media = work.path().join("media");
+        std::fs::create_dir_all(&media).unwrap();
+        let request = BackupRequest {
+            inventory: work.path().join("inventory.ini"),
+            config: Some(work.path().join("cluster.yaml")),
+            ssh: SshOptions {
+                connect_timeout: std::time::Duration::from_secs(2),
+                control_dir: Some(work.path().to_path_buf()),
+                ..SshOptions::default()
+            },
+            out: media.join("kit.tar.zst"),
+            key: None,
+            key_password: None,
+            protection: Protection::Passphrase("p".into()),
+            dump: DumpOptions::default(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let err = runtime.block_on(backup(&request)).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("m1: not connected"), "{text}");
+        assert!(leftovers(&state, STAGING_PREFIX).is_empty(), "staging left");
+        let beside_out: Vec<_> = std::fs::read_dir(&media).unwrap().collect();
+        assert!(beside_out.is_empty(), "{beside_out:?}");
+    }
 
     #[test]
     fn state_copy_leaves_out_the_bundle_snapshots_and_key() {
@@ -402,6 +655,8 @@ mod tests {
             "kit-key",
             "pki/kubernetes",
             "records",
+            ".kit-staging-1-abc/state",
+            ".restore-1-abc/objects",
         ] {
             std::fs::create_dir_all(from.path().join(dir)).unwrap();
         }
@@ -415,7 +670,13 @@ mod tests {
         assert!(to.path().join("pki/kubernetes/ca.crt").is_file());
         assert!(to.path().join("records/h1.txt").is_file());
         assert!(to.path().join("admin.conf").is_file());
-        for skipped in ["bundle", "snapshots", "kit-key"] {
+        for skipped in [
+            "bundle",
+            "snapshots",
+            "kit-key",
+            ".kit-staging-1-abc",
+            ".restore-1-abc",
+        ] {
             assert!(!to.path().join(skipped).exists(), "{skipped} copied");
         }
     }

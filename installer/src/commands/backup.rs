@@ -41,13 +41,17 @@ pub struct BackupArgs {
     /// Encrypt the kit with the passphrase on the first line of this file.
     #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
+    /// Write the kit unencrypted (it holds the cluster's private keys and every Secret: anyone
+    /// holding the file holds the cluster). A kit is encrypted unless this is given.
+    #[arg(long, conflicts_with_all = ["encrypt_to", "passphrase_file"])]
+    pub no_encrypt: bool,
     /// Also dump objects of these namespaces, which are left out by default (kube-system,
     /// kube-public, kube-node-lease).
     #[arg(long = "include-namespace", value_name = "NS")]
     pub include_namespaces: Vec<String>,
     /// Instead of a kit: install a systemd timer on every etcd member that takes a snapshot to
     /// /var/backups/ilha (checked with `snapshot status`), keeping the newest --keep.
-    #[arg(long, conflicts_with_all = ["out", "key", "encrypt_to", "passphrase_file", "list"])]
+    #[arg(long, conflicts_with_all = ["out", "key", "encrypt_to", "passphrase_file", "no_encrypt", "list"])]
     pub schedule: bool,
     /// When the timer fires (systemd OnCalendar).
     #[arg(
@@ -116,11 +120,7 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<()> {
         print!("{text}");
         return Ok(());
     }
-    let protection = match (&args.encrypt_to, &args.passphrase_file) {
-        (Some(recipients), _) => Protection::Recipients(kit::parse_recipients(recipients)?),
-        (None, Some(file)) => Protection::Passphrase(read_secret_line(file)?),
-        (None, None) => Protection::None,
-    };
+    let protection = protection(args)?;
     let mut dump = DumpOptions::default();
     dump.skip_namespaces
         .retain(|ns| !args.include_namespaces.contains(ns));
@@ -141,6 +141,29 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<()> {
     let report = runtime()?.block_on(backup(&request))?;
     print!("{report}");
     Ok(())
+}
+
+/// How the kit is protected. Encrypted unless `--no-encrypt` says otherwise: no key is chosen
+/// on the operator's behalf (one kept next to the kit or in the state directory would protect
+/// nothing), so without a choice nothing is written.
+fn protection(args: &BackupArgs) -> anyhow::Result<Protection> {
+    Ok(
+        match (&args.encrypt_to, &args.passphrase_file, args.no_encrypt) {
+            (Some(recipients), _, _) => Protection::Recipients(kit::parse_recipients(recipients)?),
+            (None, Some(file), _) => Protection::Passphrase(read_secret_line(file)?),
+            (None, None, true) => Protection::None,
+            (None, None, false) => bail!(
+                "a restore kit holds the cluster's private keys and every Secret, so it is encrypted; \
+             say how (nothing was written):\n  \
+             --encrypt-to age1…    an age recipient, or a file of them (make one with \
+             `age-keygen -o kit-identity.txt` and keep that file away from the kits: restore \
+             needs it, `--identity`)\n  \
+             --passphrase-file F   a passphrase on the first line of F (restore asks for the \
+             same file)\n  \
+             --no-encrypt          a plain kit (not recommended)"
+            ),
+        },
+    )
 }
 
 /// How `restore` opens an encrypted kit.

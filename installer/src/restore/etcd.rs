@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
+use super::etc_tar;
 use crate::backup::kit::KitManifest;
 use crate::backup::run::{SNAPSHOT_PATH, etc_kubernetes_path};
 use crate::cluster::membership::{etcdctl, etcdctl_at};
@@ -44,6 +45,10 @@ fn remote_snapshot() -> String {
 }
 fn remote_etc_kubernetes() -> String {
     format!("{RESTORE_DIR}/etc-kubernetes.tar")
+}
+/// The kit's tar of `master`, cleaned by [`etc_tar::clean`], next to it in the opened kit.
+fn clean_etc_kubernetes(payload: &Path, master: &str) -> std::path::PathBuf {
+    payload.join(format!("masters/{master}/etc-kubernetes.clean.tar"))
 }
 
 /// The members the kit was taken from must be the inventory's etcd hosts: a restore on other
@@ -109,16 +114,18 @@ chmod 700 {ETCD_DATA_DIR}
 }
 
 /// Files of the kit's `/etc/kubernetes` missing on the host, then put back (existing files are
-/// never replaced: they may be newer than the kit).
+/// never replaced: they may be newer than the kit). The tar is the cleaned one; naming the
+/// subtree makes tar itself extract nothing outside it too.
 fn put_back_script() -> String {
     let tar = remote_etc_kubernetes();
+    let root = etc_tar::ROOT;
     format!(
         r#"set -euo pipefail
 tar -tf {tar} | while IFS= read -r f; do
   case "$f" in */) continue ;; esac
   [ -e "/$f" ] || echo "$f"
 done
-tar -C / --skip-old-files -xpf {tar}
+tar -C / --skip-old-files --no-same-owner -xpf {tar} {root}
 "#
     )
 }
@@ -286,13 +293,30 @@ async fn recover_on(
     .await
     .context("the snapshot cannot be restored; nothing was stopped or changed")?;
 
-    let kit_masters: Vec<String> = masters
-        .iter()
-        .filter(|m| manifest.masters.contains(m))
-        .cloned()
-        .collect();
+    // Only regular files under etc/kubernetes/ go to a master: the host extracts as root at `/`.
+    let mut kit_masters: Vec<String> = Vec::new();
+    let mut report = String::new();
+    for master in masters.iter().filter(|m| manifest.masters.contains(m)) {
+        let kit_tar = r.payload.join(etc_kubernetes_path(master));
+        let cleaned = etc_tar::clean(&kit_tar, &clean_etc_kubernetes(r.payload, master))
+            .with_context(|| format!("{master}: the kit's /etc/kubernetes; nothing was changed"))?;
+        if !cleaned.dropped.is_empty() {
+            let count = cleaned.dropped.len();
+            let line = format!(
+                "{master}: {count} {} of the kit's /etc/kubernetes tar refused (only regular \
+                 files under /etc/kubernetes are put back, never set-id): {}",
+                if count == 1 { "entry" } else { "entries" },
+                cleaned.dropped_text()
+            );
+            say(format!("  WARNING: {line}"));
+            let _ = writeln!(report, "WARNING: {line}");
+        }
+        if !cleaned.kept.is_empty() {
+            kit_masters.push(master.clone());
+        }
+    }
     each_ok(fleet, &kit_masters, "the kit's /etc/kubernetes", |s| {
-        let local = r.payload.join(etc_kubernetes_path(s.name()));
+        let local = clean_etc_kubernetes(r.payload, s.name());
         async move {
             s.upload(UploadSource::File(&local), &remote_etc_kubernetes(), 0o600)
                 .await?;
@@ -314,7 +338,6 @@ async fn recover_on(
             &manifest.cluster_name,
         )?;
     }
-    let mut report = String::new();
     let mut timings: Vec<(String, f64)> = Vec::new();
     let mut phase = Instant::now();
     let mut lap = |what: &str, timings: &mut Vec<(String, f64)>| {

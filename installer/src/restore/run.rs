@@ -9,7 +9,9 @@ use anyhow::{Context as _, bail};
 use super::etcd::{Recovery, recover};
 use super::objects::{self as restore_objects, RestoreOptions};
 use crate::backup::kit::{self, KitManifest, Unlock};
-use crate::backup::run::{KIT_KEY_DIR, OBJECTS_DIR, cluster_ca_sha256};
+use crate::backup::run::{
+    KIT_KEY_DIR, OBJECTS_DIR, OPENED_PREFIX, cluster_ca_sha256, private_staging,
+};
 use crate::cluster::run::load_inputs;
 use crate::cluster::say;
 use crate::ssh::SshOptions;
@@ -76,14 +78,9 @@ fn check_cluster(manifest: &KitManifest, cluster_name: &str, kit: &Path) -> anyh
 pub async fn restore(request: &RestoreRequest) -> anyhow::Result<String> {
     let (inventory, config) = load_inputs(&request.inventory, request.config.as_deref())?;
     let pubkey = public_key(request, &config.state_dir)?;
-    std::fs::create_dir_all(&config.state_dir)
-        .with_context(|| format!("creating {}", config.state_dir.display()))?;
     // Inside the state directory: it is on the operator's disk (the kit may be on read-only
-    // media) and as private as what the kit holds.
-    let opened = tempfile::Builder::new()
-        .prefix(".restore-")
-        .tempdir_in(&config.state_dir)
-        .with_context(|| format!("making a directory in {}", config.state_dir.display()))?;
+    // media) and as private as what the kit holds; removed on every exit path.
+    let opened = private_staging(&config.state_dir, OPENED_PREFIX)?;
     say(format!("Opening {} ...", request.kit.display()));
     let manifest = kit::open_kit(&request.kit, &pubkey, &request.unlock, opened.path())
         .with_context(|| format!("{}: refused; nothing was changed", request.kit.display()))?;

@@ -275,7 +275,7 @@ trap - EXIT
         let mut command = self.inner.command("bash");
         command
             .arg("-c")
-            .arg(format!("set -euo pipefail\n{script}"))
+            .arg(prelude(script))
             .stderr(Stdio::piped());
         let bytes = match input {
             Input::Null => {
@@ -345,6 +345,12 @@ trap - EXIT
             source,
         }
     }
+}
+
+/// What `bash -c` runs on a host. `umask 077`: nothing a script makes (an archive, a snapshot,
+/// a directory) is readable by others unless the script sets its mode (`chmod`, as uploads do).
+fn prelude(script: &str) -> String {
+    format!("set -euo pipefail\numask 077\n{script}")
 }
 
 /// The sha256 (hex) of what an upload sends; a file is hashed off the async threads.
@@ -446,6 +452,26 @@ mod tests {
     fn first_line_marks_longer_scripts() {
         assert_eq!(first_line("hostname"), "hostname");
         assert_eq!(first_line("\n  apt-get update\nfoo\n"), "apt-get update …");
+    }
+
+    #[test]
+    fn scripts_make_owner_only_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(prelude(
+                "umask; touch f; mkdir d; stat -c %a f d; bash -c umask",
+            ))
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .collect::<Vec<_>>(),
+            ["0077", "600", "700", "0077"]
+        );
     }
 
     #[test]
