@@ -164,7 +164,8 @@ impl Drop for Staging {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|s| s != &self.path);
         if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.path).or_else(|_| std::fs::remove_file(&self.path));
+            let _ =
+                std::fs::remove_dir_all(&self.path).or_else(|_| std::fs::remove_file(&self.path));
         }
     }
 }

@@ -74,7 +74,8 @@ impl StateDir {
                 path.display()
             );
         }
-        let holder = crate::ssh::lock::Holder::this_process(command, crate::ssh::lock::LockMode::Exclusive);
+        let holder =
+            crate::ssh::lock::Holder::this_process(command, crate::ssh::lock::LockMode::Exclusive);
         lock.set_len(0)?;
         lock.rewind()?;
         writeln!(
@@ -144,7 +145,10 @@ mod tests {
         let first = StateDir::open(&state, "up").unwrap();
         let error = StateDir::open(&state, "scale").unwrap_err().to_string();
         assert!(error.contains("is in use by `ilha up` from"), "{error}");
-        assert!(error.contains(&format!("(pid {})", std::process::id())), "{error}");
+        assert!(
+            error.contains(&format!("(pid {})", std::process::id())),
+            "{error}"
+        );
         drop(first);
         // Released: the next one takes it.
         let again = StateDir::open(&state, "scale").unwrap();
@@ -160,7 +164,10 @@ mod tests {
         std::fs::write(state.join("bundle/big"), vec![0u8; 4096]).unwrap();
         drop(opened);
         assert!(!state.exists());
-        assert!(!dir.path().join("nested").exists(), "the parent it made too");
+        assert!(
+            !dir.path().join("nested").exists(),
+            "the parent it made too"
+        );
         assert!(dir.path().exists());
 
         let mut kept = StateDir::open(&state, "up").unwrap();
@@ -179,12 +186,18 @@ mod tests {
     #[test]
     fn a_holder_line_left_by_a_killed_run_does_not_block() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(LOCK_FILE), "`ilha up` from x (pid 1), since then\n")
-            .unwrap();
+        std::fs::write(
+            dir.path().join(LOCK_FILE),
+            "`ilha up` from x (pid 1), since then\n",
+        )
+        .unwrap();
         let opened = StateDir::open(dir.path(), "up").unwrap();
         let text = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
         assert!(text.starts_with("`ilha up` from"), "{text}");
-        assert!(text.contains(&format!("(pid {})", std::process::id())), "{text}");
+        assert!(
+            text.contains(&format!("(pid {})", std::process::id())),
+            "{text}"
+        );
         drop(opened);
     }
 }

@@ -292,3 +292,12 @@ pub fn untouched(lab: &Lab, index: usize) -> bool {
         .map(|out| out.trim() == "clean")
         .unwrap_or(false)
 }
+
+/// Files on a master that others (group or world) can read and that are key material: PEM
+/// private keys, kubeconfigs with client keys, anywhere on its disk that ilha or a backup could
+/// write (image layers aside), and archives or snapshots in ilha's directories. One per line.
+pub const EXPOSED_SECRETS: &str = r#"{
+  find /var/lib/ilha /var/backups -xdev -type f -perm /044 \( -name '*.tar' -o -name '*.db' \) -print
+  find /etc /root /tmp /var/tmp /var/lib /var/backups /run -xdev -path /var/lib/containerd -prune \
+    -o -type f -perm /044 -size -16M -print0 | xargs -0 -r grep -laE 'PRIVATE KEY|client-key-data'
+} 2>/dev/null | sort -u"#;

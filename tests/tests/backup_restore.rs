@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use ilha::backup::kit::{self, Protection, Unlock};
 use ilha_e2e::cluster::{
-    FreshLab, eventually, fresh_lab, ilha, ilha_binary, kubectl, lab_bundle, seed_layout, text,
-    write_config, write_inventory,
+    EXPOSED_SECRETS, FreshLab, eventually, fresh_lab, ilha, ilha_binary, kubectl, lab_bundle,
+    seed_layout, text, write_config, write_inventory,
 };
 use xtask::lab::Lab;
 
@@ -169,15 +169,6 @@ impl Site {
             .contains("etcd-before-restore")
     }
 }
-
-/// Files on a master that others (group or world) can read and that are key material: PEM
-/// private keys, kubeconfigs with client keys, anywhere on its disk that ilha or a backup could
-/// write (image layers aside), and archives or snapshots in ilha's directories. One per line.
-const EXPOSED_SECRETS: &str = r#"{
-  find /var/lib/ilha /var/backups -xdev -type f -perm /044 \( -name '*.tar' -o -name '*.db' \) -print
-  find /etc /root /tmp /var/tmp /var/lib /var/backups /run -xdev -path /var/lib/containerd -prune \
-    -o -type f -perm /044 -size -16M -print0 | xargs -0 -r grep -laE 'PRIVATE KEY|client-key-data'
-} 2>/dev/null | sort -u"#;
 
 /// [`EXPOSED_SECRETS`] on every master; `when` names the moment in failure messages.
 fn assert_no_exposed_secrets(lab: &Lab, when: &str) {

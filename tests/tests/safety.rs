@@ -7,7 +7,9 @@
 //!   directories: the second is refused naming the first (command, pid) and how to clear it;
 //! - `up` run from another directory (a state directory with no PKI) and `up` with another
 //!   cluster's state directory: refused with nothing changed, naming hosts and fingerprints;
-//! - the cluster is still whole: a last `up` changes nothing.
+//! - the cluster is still whole: a last `up` changes nothing;
+//! - Ctrl-C in the middle of `backup`: no kit, no plaintext staging, no key readable by others on
+//!   the master, no SSH master left; the next backup works.
 use std::io::{BufRead as _, BufReader};
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
@@ -16,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ilha_e2e::cluster::{
-    FreshLab, Member, eventually, fresh_lab, ilha, ilha_binary, kubectl, lab_bundle, text,
-    write_config, write_inventory,
+    EXPOSED_SECRETS, FreshLab, Member, eventually, fresh_lab, ilha, ilha_binary, kubectl,
+    lab_bundle, text, write_config, write_inventory,
 };
 
 fn layout() -> Vec<Member> {
@@ -126,13 +128,23 @@ fn copy_dir(from: &Path, to: &Path, skip: &[&str]) {
     }
 }
 
-fn up_args<'a>(bundle: &'a str, pubkey: &'a str, inventory: &'a str, config: &'a str) -> Vec<&'a str> {
-    vec!["up", bundle, "--pubkey", pubkey, "-i", inventory, "-c", config]
+fn up_args<'a>(
+    bundle: &'a str,
+    pubkey: &'a str,
+    inventory: &'a str,
+    config: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "up", bundle, "--pubkey", pubkey, "-i", inventory, "-c", config,
+    ]
 }
 
 fn assert_refused(output: &Output, what: &str) -> String {
     let all = text(output);
-    assert!(!output.status.success(), "{what} should have been refused:\n{all}");
+    assert!(
+        !output.status.success(),
+        "{what} should have been refused:\n{all}"
+    );
     all
 }
 
@@ -166,7 +178,10 @@ fn a_live_cluster_survives_operator_slips() {
         ],
     );
     let all = assert_refused(&planned, "plan with an unreachable host");
-    assert!(all.contains("node2"), "the unreachable host is named:\n{all}");
+    assert!(
+        all.contains("node2"),
+        "the unreachable host is named:\n{all}"
+    );
     let left: Vec<String> = std::fs::read_dir(empty.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -196,34 +211,59 @@ fn a_live_cluster_survives_operator_slips() {
     let status = child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let said = output.lock().unwrap().clone();
-    eventually("no SSH process of the interrupted run", Duration::from_secs(5), || {
-        ssh_processes_under(tmp.path()).is_empty().then_some(())
-    });
+    eventually(
+        "no SSH process of the interrupted run",
+        Duration::from_secs(5),
+        || ssh_processes_under(tmp.path()).is_empty().then_some(()),
+    );
     eventually("host locks released", Duration::from_secs(10), || {
-        [1, 2].iter().all(|&i| holders(&lab, i).is_empty()).then_some(())
+        [1, 2]
+            .iter()
+            .all(|&i| holders(&lab, i).is_empty())
+            .then_some(())
     });
-    assert_eq!(status.code(), Some(130), "exit status after Ctrl-C:\n{said}");
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "exit status after Ctrl-C:\n{said}"
+    );
     assert!(said.contains("stopped early"), "{said}");
     assert!(said.contains("Run `ilha up` again"), "{said}");
-    assert!(said.contains(&state.display().to_string()), "the state directory is named:\n{said}");
+    assert!(
+        said.contains(&state.display().to_string()),
+        "the state directory is named:\n{said}"
+    );
     assert!(!state.join("bundle.new").exists(), "bundle staging left");
     // The next run continues: some steps were journaled by the interrupted one.
     let resumed = ilha(&lab, &args);
     let all = text(&resumed);
     assert!(resumed.status.success(), "up after Ctrl-C:\n{all}");
-    assert!(!all.contains(" 0 already done"), "nothing was journaled before Ctrl-C:\n{all}");
-    assert!(all.contains(&format!("State directory: {}", state.canonicalize().unwrap().display())), "{all}");
+    assert!(
+        !all.contains(" 0 already done"),
+        "nothing was journaled before Ctrl-C:\n{all}"
+    );
+    assert!(
+        all.contains(&format!(
+            "State directory: {}",
+            state.canonicalize().unwrap().display()
+        )),
+        "{all}"
+    );
     assert!(kubectl(&lab, 1, "get nodes").contains("node2"));
 
     // 3. Two commands at once -----------------------------------------------------------------
     let (mut first, first_output) = ilha_spawn(&lab, &args, tmp.path());
     let pid = first.id();
-    eventually("the first run holds every host", Duration::from_secs(120), || {
-        [1, 2]
-            .iter()
-            .all(|&i| holders(&lab, i).contains("`ilha up` from"))
-            .then_some(())
-    });
+    eventually(
+        "the first run holds every host",
+        Duration::from_secs(120),
+        || {
+            [1, 2]
+                .iter()
+                .all(|&i| holders(&lab, i).contains("`ilha up` from"))
+                .then_some(())
+        },
+    );
     // Frozen while it holds both locks, so the refusals below cannot race its end.
     signal(pid as i32, "STOP");
     let same_state = ilha(&lab, &args);
@@ -232,7 +272,11 @@ fn a_live_cluster_survives_operator_slips() {
     assert!(all.contains(&format!("(pid {pid})")), "{all}");
 
     let other = tempfile::tempdir().unwrap();
-    copy_dir(&state, &other.path().join("state"), &["bundle", "bundle.new", "lock"]);
+    copy_dir(
+        &state,
+        &other.path().join("state"),
+        &["bundle", "bundle.new", "lock"],
+    );
     std::fs::copy(&inventory, other.path().join("inventory.ini")).unwrap();
     let other_config = write_config(other.path(), "lab");
     let other_args = up_args(
@@ -242,7 +286,10 @@ fn a_live_cluster_survives_operator_slips() {
         other_config.to_str().unwrap(),
     );
     let same_hosts = ilha(&lab, &other_args);
-    let all = assert_refused(&same_hosts, "up on the same hosts from another state directory");
+    let all = assert_refused(
+        &same_hosts,
+        "up on the same hosts from another state directory",
+    );
     assert!(all.contains("in use by another ilha command"), "{all}");
     assert!(all.contains("in use by `ilha up` from"), "{all}");
     assert!(all.contains(&format!("(pid {pid})")), "{all}");
@@ -269,11 +316,20 @@ fn a_live_cluster_survives_operator_slips() {
         ),
     );
     let all = assert_refused(&moved, "up from another directory");
-    assert!(all.contains("node1, node2: cluster \"lab\", kubernetes CA sha256 "), "{all}");
-    assert!(all.contains(&ours), "the hosts' fingerprint is named:\n{all}");
+    assert!(
+        all.contains("node1, node2: cluster \"lab\", kubernetes CA sha256 "),
+        "{all}"
+    );
+    assert!(
+        all.contains(&ours),
+        "the hosts' fingerprint is named:\n{all}"
+    );
     assert!(all.contains("no PKI"), "{all}");
     assert!(all.contains("ilha state recover"), "{all}");
-    assert!(!elsewhere.path().join("state").exists(), "the refused run left its state directory");
+    assert!(
+        !elsewhere.path().join("state").exists(),
+        "the refused run left its state directory"
+    );
 
     // Another cluster's state directory (its own CAs).
     let foreign = tempfile::tempdir().unwrap();
@@ -282,10 +338,18 @@ fn a_live_cluster_survives_operator_slips() {
     let foreign_config = write_config(foreign.path(), "lab");
     let mixed = ilha(
         &lab,
-        &up_args(bundle_path, pubkey, inventory_s, foreign_config.to_str().unwrap()),
+        &up_args(
+            bundle_path,
+            pubkey,
+            inventory_s,
+            foreign_config.to_str().unwrap(),
+        ),
     );
     let all = assert_refused(&mixed, "up with another cluster's state directory");
-    assert!(all.contains(&ours) && all.contains(&theirs), "both fingerprints:\n{all}");
+    assert!(
+        all.contains(&ours) && all.contains(&theirs),
+        "both fingerprints:\n{all}"
+    );
     assert!(all.contains("nothing was changed"), "{all}");
     let after: Vec<String> = [1, 2].iter().map(|&i| host_fingerprint(&lab, i)).collect();
     assert_eq!(before, after, "a refused run changed a host");
@@ -297,5 +361,53 @@ fn a_live_cluster_survives_operator_slips() {
     assert!(all.contains("Nothing changed"), "{all}");
     let nodes = kubectl(&lab, 1, "get nodes --no-headers");
     assert_eq!(nodes.matches(" Ready").count(), 2, "{nodes}");
+    // 6. Ctrl-C in the middle of a backup: no kit, no plaintext staging, no key left ---------
+    let kit = work.path().join("kits/lab.tar.zst");
+    let kit_s = kit.to_str().unwrap();
+    let backup_args = [
+        "backup",
+        "-i",
+        inventory_s,
+        "-c",
+        config_s,
+        "--out",
+        kit_s,
+        "--no-encrypt",
+    ];
+    let (mut child, output) = ilha_spawn(&lab, &backup_args, tmp.path());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // Polled closely: the three parts of a backup take a couple of seconds in all.
+    while !output.lock().unwrap().contains("Taking the etcd snapshot") {
+        assert!(Instant::now() < deadline, "backup never started its work");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    signal(-(child.id() as i32), "INT");
+    let status = child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let said = output.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(130), "backup after Ctrl-C:\n{said}");
+    assert!(!kit.exists(), "a kit was written by an interrupted backup");
+    let staging: Vec<String> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".kit-staging-"))
+        .collect();
+    assert!(staging.is_empty(), "plaintext staging left: {staging:?}");
+    eventually(
+        "no SSH process of the interrupted backup",
+        Duration::from_secs(5),
+        || ssh_processes_under(tmp.path()).is_empty().then_some(()),
+    );
+    let readable = lab.ssh(1, EXPOSED_SECRETS).unwrap();
+    let readable = String::from_utf8_lossy(&readable.stdout).trim().to_string();
+    assert_eq!(readable, "", "key material readable by others on node1");
+    let again = ilha(&lab, &backup_args);
+    assert!(
+        again.status.success(),
+        "backup after Ctrl-C:\n{}",
+        text(&again)
+    );
+    assert!(kit.exists());
+
     eprintln!("safety suite: {:.0}s", started.elapsed().as_secs_f64());
 }

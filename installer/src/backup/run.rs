@@ -37,7 +37,13 @@ pub fn etc_kubernetes_path(host: &str) -> String {
 
 /// What of the state directory stays out of a kit: the unpacked bundle (the bundle itself is the
 /// air gap's other artifact), earlier snapshots, and the kit signing key.
-const STATE_SKIPPED: &[&str] = &["bundle", "bundle.new", "snapshots", "kit-key"];
+const STATE_SKIPPED: &[&str] = &[
+    "bundle",
+    "bundle.new",
+    "snapshots",
+    "kit-key",
+    crate::statedir::LOCK_FILE,
+];
 /// Nor the staging directories of backups (this one's own among them) and of restores.
 const STATE_SKIPPED_PREFIXES: &[&str] = &[STAGING_PREFIX, OPENED_PREFIX];
 /// Prefix of the directory `restore` opens a kit into, in the state directory.
@@ -330,6 +336,7 @@ pub async fn backup(request: &BackupRequest) -> anyhow::Result<BackupReport> {
     let (inventory, config) = load_inputs(&request.inventory, request.config.as_deref())?;
     let state_dir = &config.state_dir;
     let ca_sha256 = cluster_ca_sha256(state_dir)?;
+    let _state = crate::statedir::StateDir::open(state_dir, "backup")?;
     let admin = state_dir.join("admin.conf");
     if !admin.exists() {
         bail!(
@@ -369,6 +376,14 @@ pub async fn backup(request: &BackupRequest) -> anyhow::Result<BackupReport> {
     let (fleet, unreachable) = Fleet::connect_available(wanted_targets, &request.ssh).await;
     for error in &unreachable {
         say(format!("  warning: {error}"));
+    }
+    // A kit names its cluster by the state directory's CA: the masters must agree before the
+    // snapshot is taken on them.
+    if let Err(e) =
+        crate::cluster::identity::guard(&fleet, state_dir, &config.cluster_name, "backup").await
+    {
+        fleet.close().await;
+        return Err(e);
     }
 
     let staging = private_staging(state_dir, STAGING_PREFIX)?;
@@ -421,6 +436,13 @@ pub async fn backup(request: &BackupRequest) -> anyhow::Result<BackupReport> {
     let ((taken, etcd_s), (fetched, missing, masters_s), (dumped, objects_s)) =
         tokio::join!(etcd_part, masters_part, objects_part);
     fleet.close().await;
+    if let Err(interrupted) = crate::interrupt::check() {
+        // `staging` goes with this return: no plaintext is left behind.
+        bail!(
+            "{interrupted}: no kit was written and its staging was removed; run `ilha backup` \
+             again"
+        );
+    }
     let taken: DrilledSnapshot = taken?;
     let dumped = dumped?;
     if fetched.is_empty() {

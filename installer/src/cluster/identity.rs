@@ -35,7 +35,11 @@ pub struct ClusterIdentity {
 const CAS: &[(&str, &str, &str)] = &[
     ("kubernetes", "pki/kubernetes/ca.crt", "ca.crt"),
     ("etcd", "pki/etcd/ca.crt", "etcd/ca.crt"),
-    ("front-proxy", "pki/front-proxy/ca.crt", "front-proxy-ca.crt"),
+    (
+        "front-proxy",
+        "pki/front-proxy/ca.crt",
+        "front-proxy-ca.crt",
+    ),
 ];
 
 impl ClusterIdentity {
@@ -305,12 +309,20 @@ mod tests {
             ("node7", HostIdentity::Fresh),
             (
                 "node2",
-                HostIdentity::CertificatesOnly([("kubernetes".to_string(), "aa".to_string())].into()),
+                HostIdentity::CertificatesOnly(
+                    [("kubernetes".to_string(), "aa".to_string())].into(),
+                ),
             ),
         ]);
         check(Path::new("/s"), Some(&ours), &all, "up").unwrap();
         // A new cluster: no PKI yet, every host fresh.
-        check(Path::new("/s"), None, &hosts(&[("node1", HostIdentity::Fresh)]), "up").unwrap();
+        check(
+            Path::new("/s"),
+            None,
+            &hosts(&[("node1", HostIdentity::Fresh)]),
+            "up",
+        )
+        .unwrap();
     }
 
     #[test]
@@ -343,7 +355,10 @@ mod tests {
         let error = check(Path::new("/elsewhere"), None, &all, "up")
             .unwrap_err()
             .to_string();
-        assert!(error.contains("no PKI (this run would make new CAs"), "{error}");
+        assert!(
+            error.contains("no PKI (this run would make new CAs"),
+            "{error}"
+        );
         // The same from certificates alone (a host from before identity files).
         let legacy = hosts(&[(
             "node1",
@@ -352,7 +367,10 @@ mod tests {
         let error = check(Path::new("/elsewhere"), None, &legacy, "up")
             .unwrap_err()
             .to_string();
-        assert!(error.contains("kubernetes CA sha256 aa (in /etc/kubernetes/pki"), "{error}");
+        assert!(
+            error.contains("kubernetes CA sha256 aa (in /etc/kubernetes/pki"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -388,14 +406,22 @@ mod tests {
                 .into()
             )
         );
-        let error = parse("node4", "{not json\n== certificates ==\n").unwrap_err().to_string();
-        assert!(error.starts_with("node4: /var/lib/ilha/identity.json does not parse"), "{error}");
+        let error = parse("node4", "{not json\n== certificates ==\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("node4: /var/lib/ilha/identity.json does not parse"),
+            "{error}"
+        );
     }
 
     #[test]
     fn the_state_directorys_identity_is_its_files() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(ClusterIdentity::of_state_dir(dir.path(), "lab").unwrap(), None);
+        assert_eq!(
+            ClusterIdentity::of_state_dir(dir.path(), "lab").unwrap(),
+            None
+        );
         let pki = crate::pki::Pki::open_or_init(&dir.path().join("pki")).unwrap();
         let _ = pki;
         let identity = ClusterIdentity::of_state_dir(dir.path(), "lab")
@@ -403,7 +429,10 @@ mod tests {
             .expect("a PKI");
         let ca = std::fs::read(dir.path().join("pki/kubernetes/ca.crt")).unwrap();
         use sha2::Digest as _;
-        assert_eq!(identity.kubernetes_ca(), hex::encode(sha2::Sha256::digest(&ca)));
+        assert_eq!(
+            identity.kubernetes_ca(),
+            hex::encode(sha2::Sha256::digest(&ca))
+        );
         assert_eq!(identity.ca_sha256.len(), 3, "{identity:?}");
         assert!(!identity.service_account_sha256.is_empty());
     }

@@ -291,8 +291,7 @@ async fn prepare(request: &UpRequest, command: &'static str) -> anyhow::Result<P
     let journals = read_journals(&fleet).await?;
     // Before anything is allocated, issued or pushed: these hosts must be this state
     // directory's cluster (or fresh), or the run would mint new CAs over a running cluster.
-    if let Err(e) =
-        super::identity::guard(&fleet, &state_dir, &config.cluster_name, command).await
+    if let Err(e) = super::identity::guard(&fleet, &state_dir, &config.cluster_name, command).await
     {
         fleet.close().await;
         return Err(e);
@@ -385,8 +384,9 @@ async fn prepare(request: &UpRequest, command: &'static str) -> anyhow::Result<P
     let (archive, archive_sha) =
         images::archive(&bundle.images_dir(), &bundle.dir.join("images.tar"))?;
     let apiproxy = ProxyBinary::embedded();
-    let identity = super::identity::ClusterIdentity::of_state_dir(&state_dir, &plan.config.cluster_name)?
-        .context("the state directory has no PKI right after it was made")?;
+    let identity =
+        super::identity::ClusterIdentity::of_state_dir(&state_dir, &plan.config.cluster_name)?
+            .context("the state directory has no PKI right after it was made")?;
     let mut host_steps = BTreeMap::new();
     for host in &plan.hosts {
         let mut list = vec![steps::identity_step(&identity)];

@@ -77,6 +77,8 @@ fn check_cluster(manifest: &KitManifest, cluster_name: &str, kit: &Path) -> anyh
 
 pub async fn restore(request: &RestoreRequest) -> anyhow::Result<String> {
     let (inventory, config) = load_inputs(&request.inventory, request.config.as_deref())?;
+    let mut state = crate::statedir::StateDir::open(&config.state_dir, "restore")?;
+    state.keep();
     let pubkey = public_key(request, &config.state_dir)?;
     // Inside the state directory: it is on the operator's disk (the kit may be on read-only
     // media) and as private as what the kit holds; removed on every exit path.

@@ -125,7 +125,11 @@ else
   exit 0
 fi
 "#,
-        holder = shell_quote(&format!("{} [{}]", holder.describe(), mode_word(holder.mode))),
+        holder = shell_quote(&format!(
+            "{} [{}]",
+            holder.describe(),
+            mode_word(holder.mode)
+        )),
     )
 }
 
@@ -281,7 +285,10 @@ mod tests {
             "shared"
         );
         // The operator's text reaches the host only inside single quotes.
-        assert!(script.contains(r#"'`ilha up` from a'\''b$(touch /tmp/x)@c"#), "{script}");
+        assert!(
+            script.contains(r#"'`ilha up` from a'\''b$(touch /tmp/x)@c"#),
+            "{script}"
+        );
     }
 
     #[test]
@@ -289,7 +296,10 @@ mod tests {
         let detail = busy_detail(&[
             "`ilha up` from ana@laptop (pid 4242), since 2026-12-06 22:00:00 UTC [exclusive] pid-on-host=777".into(),
         ]);
-        assert!(detail.contains("in use by `ilha up` from ana@laptop (pid 4242)"), "{detail}");
+        assert!(
+            detail.contains("in use by `ilha up` from ana@laptop (pid 4242)"),
+            "{detail}"
+        );
         assert!(detail.contains("`kill 777`"), "{detail}");
         assert!(busy_detail(&[]).contains("fuser -v /run/ilha/host.lock"));
     }
@@ -322,8 +332,14 @@ mod tests {
         let second = run(LockMode::Shared).wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&second.stdout);
         assert!(text.starts_with(BUSY), "{text}");
-        assert!(text.contains("`ilha up` from ana@laptop (pid 4242)"), "{text}");
-        assert!(text.contains(&format!("pid-on-host={}", first.id())), "{text}");
+        assert!(
+            text.contains("`ilha up` from ana@laptop (pid 4242)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("pid-on-host={}", first.id())),
+            "{text}"
+        );
         // End of file on the holder's stdin: the lock and its holder file are gone.
         first.stdin.take().unwrap().flush().unwrap();
         first.wait().unwrap();
