@@ -876,6 +876,40 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn the_bundles_binary_is_asked_only_on_its_own_platform() {
+        let dir = tempfile::tempdir().unwrap();
+        let etcd = dir.path().join("etcd");
+        std::fs::write(
+            &etcd,
+            "#!/bin/sh\necho 'etcd Version: 3.5.16'\necho 'Git SHA: x'\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&etcd, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let here = format!(
+            "{}/{}",
+            std::env::consts::OS,
+            go_arch(std::env::consts::ARCH)
+        );
+        assert_eq!(ask_bundle_binary(&here, &etcd).await, Ok(v("3.5.16")));
+        let elsewhere = if here == "linux/amd64" {
+            "linux/arm64/v8"
+        } else {
+            "linux/amd64"
+        };
+        let err = ask_bundle_binary(elsewhere, &etcd).await.unwrap_err();
+        assert!(
+            err.starts_with(&format!(
+                "the bundle is for {elsewhere} and this machine is {here}"
+            )),
+            "{err}"
+        );
+        std::fs::write(&etcd, "#!/bin/sh\necho nothing\n").unwrap();
+        let err = ask_bundle_binary(&here, &etcd).await.unwrap_err();
+        assert!(err.contains("--version printed no version"), "{err}");
+    }
+
     #[test]
     fn the_probe_runs_against_a_scratch_root() {
         // The script with BIN_DIR pointed at a scratch directory holding fake binaries.
