@@ -1,9 +1,11 @@
 //! The version guard on real hosts, with one three-host cluster (all masters + etcd): the lab's
-//! bundle (etcd 3.4.23, Debian 12's) installs it; a second bundle, the same but with Debian 13's
-//! etcd 3.5 (pinned by sha256, signed with the test's key), upgrades it one member at a time,
-//! staged binaries switched at each member's own restart, with etcd answering `endpoint health`
-//! throughout; then `up` with the first bundle again is refused with both versions named, and
-//! nothing on any host changes (binaries, units, no staged file left), checked over SSH.
+//! bundle (etcd 3.4.23, Debian 12's) installs it. A second bundle, the same but with Debian 13's
+//! etcd 3.5 (pinned by sha256, signed with the test's key), is first stopped in the prepare phase:
+//! every host has etcd 3.5 staged beside 3.4 and still runs 3.4. The same `up` again continues
+//! and switches the members one at a time, each at its own restart, with a quorum answering
+//! throughout. Then `up` with the first bundle is refused with both versions named, also with
+//! `--allow-downgrade`, and nothing on any host changes (binaries, units, journal, no staged
+//! file), checked over SSH.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -13,8 +15,12 @@ use ilha_e2e::cluster::{
 };
 use xtask::lab::LabConfig;
 
-const CP: &[&str] = &["kube-master", "etcd"];
+/// Masters that also take pods: the smallest layout with every role.
+const CP: &[&str] = &["kube-master", "etcd", "kube-node"];
 const HOSTS: [usize; 3] = [1, 2, 3];
+const ETCDCTL: &str = "ETCDCTL_API=3 /usr/local/bin/etcdctl --cacert=/etc/kubernetes/pki/etcd/ca.crt \
+    --cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt \
+    --key=/etc/kubernetes/pki/etcd/healthcheck-client.key --command-timeout=3s";
 
 fn layout() -> Vec<Member> {
     vec![
@@ -38,7 +44,8 @@ fn layout() -> Vec<Member> {
 
 /// The lab's bundle with etcd and etcdctl taken from Debian 13's packages, signed with the lab
 /// bundle's own test key (built once, next to it).
-fn etcd35_bundle(lab_bundle: &ilha_e2e::cluster::LabBundle) -> std::path::PathBuf {
+/// Returns the bundle and the sha256 of its etcd.
+fn etcd35_bundle(lab_bundle: &ilha_e2e::cluster::LabBundle) -> (std::path::PathBuf, String) {
     let config = LabConfig::from_env();
     let newer = xtask::artifacts::newer_etcd::ensure(&config.cache_dir).unwrap_or_else(|err| {
         panic!(
@@ -48,16 +55,13 @@ fn etcd35_bundle(lab_bundle: &ilha_e2e::cluster::LabBundle) -> std::path::PathBu
     });
     let dir = lab_bundle.dir.join(format!("etcd-{}", newer.version));
     let out = dir.join("lab-etcd.tar.zst");
+    let etcd_sha = sha(&newer.etcd);
     if out.is_file() {
-        return out;
+        return (out, etcd_sha);
     }
     std::fs::create_dir_all(&dir).unwrap();
     let workspace = ilha_e2e::cluster::workspace();
     let lab_yaml = std::fs::read_to_string(workspace.join("manifests/lab.yaml")).unwrap();
-    let sha = |path: &std::path::Path| {
-        use sha2::Digest as _;
-        hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
-    };
     // Each binary entry is three lines: name, url, sha256_url.
     let mut manifest = String::new();
     let mut lines = lab_yaml.lines().peekable();
@@ -115,7 +119,23 @@ fn etcd35_bundle(lab_bundle: &ilha_e2e::cluster::LabBundle) -> std::path::PathBu
     runtime
         .block_on(ilha_bundler::build(&options, cancel))
         .unwrap_or_else(|err| panic!("building the etcd {} bundle: {err:#}", newer.version));
-    out
+    (out, etcd_sha)
+}
+
+fn sha(path: &std::path::Path) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// sha256 of a file on lab host `index` ("absent" when there is none).
+fn remote_sha(lab: &FreshLab, index: usize, path: &str) -> String {
+    lab.ssh_ok(
+        index,
+        &format!("if [ -e {path} ]; then sha256sum < {path} | cut -d' ' -f1; else echo absent; fi"),
+    )
+    .unwrap()
+    .trim()
+    .to_string()
 }
 
 /// What the guard promises not to touch: binaries, units, staged files, the journal.
@@ -140,7 +160,7 @@ fn etcd_version(lab: &FreshLab, index: usize) -> String {
 fn etcd_upgrades_one_member_at_a_time_and_an_older_bundle_is_refused() {
     let started = Instant::now();
     let old = lab_bundle();
-    let new = etcd35_bundle(&old);
+    let (new, new_etcd) = etcd35_bundle(&old);
     let lab = fresh_lab(3);
     let work = tempfile::tempdir().unwrap();
     let inventory = write_inventory(&lab, work.path(), &layout(), None);
@@ -166,9 +186,46 @@ fn etcd_upgrades_one_member_at_a_time_and_an_older_bundle_is_refused() {
     for i in HOSTS {
         assert!(etcd_version(&lab, i).contains("3.4.23"), "h{i}");
     }
+    let old_etcd = remote_sha(&lab, 1, "/usr/local/bin/etcd");
 
-    // 2. etcd 3.5: staged beside 3.4 on every host, switched member by member, the cluster
-    // answering throughout (a watcher asks node1's etcd for the health of all three).
+    // 2. etcd 3.5, with the run stopped in the prepare phase (h3's list of installed files made
+    // unwritable, which fails its `binaries` step after the uploads): every host got the new etcd
+    // beside the old one, none had its live binary changed, etcd runs on.
+    lab.ssh_ok(
+        3,
+        "mv /var/lib/ilha/files /var/lib/ilha/files.keep && mkdir /var/lib/ilha/files",
+    )
+    .unwrap();
+    let out = up(&new, &[]);
+    let log = text(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(
+        log.contains("phase `prepare hosts` failed") && log.contains("node3: step `binaries`"),
+        "{log}"
+    );
+    for i in HOSTS {
+        assert_eq!(
+            remote_sha(&lab, i, "/usr/local/bin/etcd"),
+            old_etcd,
+            "h{i}: live etcd changed in prepare"
+        );
+        assert_eq!(
+            remote_sha(&lab, i, "/usr/local/bin/etcd.ilha-new"),
+            new_etcd,
+            "h{i}: etcd 3.5 not staged"
+        );
+        assert!(etcd_version(&lab, i).contains("3.4.23"), "h{i}");
+    }
+    lab.ssh_ok(1, &format!("{ETCDCTL} endpoint health --cluster"))
+        .unwrap();
+    lab.ssh_ok(
+        3,
+        "rmdir /var/lib/ilha/files && mv /var/lib/ilha/files.keep /var/lib/ilha/files",
+    )
+    .unwrap();
+
+    // 3. The same `up` again continues: the staged binaries are switched member by member, the
+    // cluster answering throughout (a watcher asks for the status of all three members).
     let healthy_throughout = Arc::new(AtomicBool::new(true));
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = {
@@ -180,11 +237,9 @@ fn etcd_upgrades_one_member_at_a_time_and_an_older_bundle_is_refused() {
             let lab = xtask::lab::Lab::new(config);
             let endpoints: Vec<String> =
                 ips.iter().map(|ip| format!("https://{ip}:2379")).collect();
-            // Any member down counts; two misses in a row (a restart is one member) fail.
+            // One member restarting at a time is expected; fewer than two answering is a lost quorum.
             let script = format!(
-                "ETCDCTL_API=3 /usr/local/bin/etcdctl --endpoints={} --cacert=/etc/kubernetes/pki/etcd/ca.crt \
-                 --cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt --key=/etc/kubernetes/pki/etcd/healthcheck-client.key \
-                 --command-timeout=3s endpoint status -w simple | wc -l",
+                "{ETCDCTL} --endpoints={} endpoint status -w simple | wc -l",
                 endpoints.join(",")
             );
             let mut samples = 0;
@@ -236,7 +291,7 @@ fn etcd_upgrades_one_member_at_a_time_and_an_older_bundle_is_refused() {
         );
     }
 
-    // 3. Back to etcd 3.4: refused before anything changes, the versions named.
+    // 4. Back to etcd 3.4: refused before anything changes, the versions named.
     let before: Vec<String> = HOSTS.iter().map(|i| host_state(&lab, *i)).collect();
     let out = up(&old.bundle, &[]);
     let log = text(&out);
