@@ -207,8 +207,7 @@ fn switched_by(binary: &str, host: &HostPlan) -> Option<&'static str> {
 /// (a re-run). A staged file that is not the bundle's stops the step before any restart.
 const SWITCH_STAGED: &str = r#"switch_staged() { # PATH SHA256
   if [ -e "$1.ilha-new" ]; then
-    if ! printf '%s  %s
-' "$2" "$1.ilha-new" | sha256sum --check --status; then
+    if ! printf '%s  %s\n' "$2" "$1.ilha-new" | sha256sum --check --status; then
       echo "$1.ilha-new is not the bundle's binary (sha256 $2): it was changed outside ilha; remove it and run ilha up again" >&2
       exit 96
     fi
