@@ -19,6 +19,7 @@ pub mod run;
 pub mod snapshot;
 pub mod steps;
 pub mod teardown;
+pub mod versions;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;

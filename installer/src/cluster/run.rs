@@ -18,7 +18,7 @@ use super::bundle::InstallBundle;
 use super::journal::{self, Journal};
 use super::paths::*;
 use super::steps::{self, Content, Phase, ProxyBinary, Step};
-use super::{ClusterPlan, HostPlan, allocations, certs, images, membership, render, say};
+use super::{ClusterPlan, HostPlan, allocations, certs, images, membership, render, say, versions};
 use crate::config::ClusterConfig;
 use crate::inventory::Inventory;
 use crate::pki::Pki;
@@ -33,6 +33,8 @@ pub struct UpRequest {
     pub inventory: PathBuf,
     pub config: Option<PathBuf>,
     pub ssh: SshOptions,
+    /// Lets the version guard go back to an older patch release (never an older minor).
+    pub allow_downgrade: bool,
 }
 
 /// One step's outcome on one host, for the summary.
@@ -304,6 +306,13 @@ async fn prepare(request: &UpRequest, command: &'static str) -> anyhow::Result<P
             inventory.source.display()
         );
     }
+    let on_hosts = match versions::guard(&fleet, &bundle, &version, request.allow_downgrade).await {
+        Ok(found) => found,
+        Err(e) => {
+            fleet.close().await;
+            return Err(e);
+        }
+    };
     let node_names: Vec<&str> = inventory
         .kubernetes_nodes()
         .map(|h| h.name.as_str())
@@ -398,6 +407,7 @@ async fn prepare(request: &UpRequest, command: &'static str) -> anyhow::Result<P
             &(archive.clone(), archive_sha.clone()),
             &apiproxy,
         )?);
+        steps::stage_binaries(&mut list, host, &on_hosts.host(&host.name));
         host_steps.insert(host.name.clone(), list);
     }
 

@@ -147,7 +147,7 @@ impl Step {
 }
 
 /// CNI plugins live in their own directory; runc where containerd's config points.
-fn binary_destination(name: &str) -> String {
+pub(crate) fn binary_destination(name: &str) -> String {
     match name {
         "bridge" | "host-local" | "loopback" | "portmap" => format!("{CNI_BIN_DIR}/{name}"),
         "runc" => RUNC.to_string(),
@@ -167,6 +167,133 @@ fn roles_of(host: &HostPlan) -> Vec<NodeRole> {
         roles.push(NodeRole::Node);
     }
     roles
+}
+
+/// The step whose restart puts `binary` to use on `host`: there, and only there, the binary
+/// staged by the `binaries` step replaces the live one, so the rolling gates of the etcd and
+/// control-plane phases also gate new binaries. `None`: switched in the `binaries` step itself.
+fn switched_by(binary: &str, host: &HostPlan) -> Option<&'static str> {
+    Some(match binary {
+        "etcd" | "etcdctl" if host.is_etcd() => "etcd",
+        "kube-apiserver" | "kube-controller-manager" | "kube-scheduler"
+            if host.is_control_plane() =>
+        {
+            "control-plane"
+        }
+        // ilha's own health checks on a master use kubectl: it changes with its apiserver.
+        "kubectl" if host.is_control_plane() => "control-plane",
+        "kubectl" | "kubelet" if host.is_node() => "kubelet",
+        "kube-proxy" if host.is_node() => "kube-proxy",
+        // The runtime and the plugins it executes for each new pod.
+        "containerd"
+        | "containerd-shim-runc-v2"
+        | "ctr"
+        | "runc"
+        | "bridge"
+        | "host-local"
+        | "loopback"
+        | "portmap"
+            if host.is_node() =>
+        {
+            "containerd"
+        }
+        _ => return None,
+    })
+}
+
+/// Shell function the restarting steps use: the bundle's binary staged beside PATH (by the
+/// `binaries` step, on a host that already ran another one) replaces it, by rename, just before
+/// the restart. Nothing staged: the binary went in place (a fresh host) or was already switched
+/// (a re-run). A staged file that is not the bundle's stops the step before any restart.
+const SWITCH_STAGED: &str = r#"switch_staged() { # PATH SHA256
+  if [ -e "$1.ilha-new" ]; then
+    if ! printf '%s  %s\n' "$2" "$1.ilha-new" | sha256sum --check --status; then
+      echo "$1.ilha-new is not the bundle's binary (sha256 $2): it was changed outside ilha; remove it and run ilha up again" >&2
+      exit 96
+    fi
+    mv -f "$1.ilha-new" "$1"
+  fi
+}
+"#;
+
+/// The switch lines of `step` for `host`, prepended to its script (empty when it owns none).
+fn switch_script(step: &str, host: &HostPlan, binaries: &[Upload]) -> String {
+    let mut script = String::new();
+    for upload in binaries {
+        let name = upload
+            .remote_path
+            .rsplit('/')
+            .next()
+            .unwrap_or(&upload.remote_path);
+        if switched_by(name, host) == Some(step) {
+            let _ = writeln!(
+                script,
+                "switch_staged {} {}",
+                crate::ssh::shell_quote(&upload.remote_path),
+                upload.sha256
+            );
+        }
+    }
+    if script.is_empty() {
+        script
+    } else {
+        format!("{SWITCH_STAGED}{script}")
+    }
+}
+
+/// The `binaries` step's script: records what each final path holds once switched
+/// ([`versions::BINARIES_RECORD`]) and lists the final paths for `reset` (the uploads themselves
+/// may go to staged paths).
+fn binaries_script(binaries: &[Upload]) -> String {
+    use super::versions::BINARIES_RECORD;
+    let mut record = String::new();
+    for upload in binaries {
+        let _ = writeln!(record, "{}  {}", upload.sha256, upload.remote_path);
+    }
+    let finals: Vec<String> = binaries
+        .iter()
+        .map(|u| crate::ssh::shell_quote(&u.remote_path))
+        .collect();
+    format!(
+        "mkdir -p {ILHA_DIR}\n\
+         t=$(mktemp {BINARIES_RECORD}.ilha-tmp.XXXXXX)\n\
+         cat > \"$t\" <<'ILHA_EOF'\n{record}ILHA_EOF\n\
+         mv -f \"$t\" {BINARIES_RECORD}\n\
+         printf '%s\\n' {} >> {INSTALLED_FILES}\n",
+        finals.join(" ")
+    )
+}
+
+/// Where the `binaries` step of one host sends each binary, given what the host has (read by
+/// the version guard): nothing for a binary the host's record says is already there; beside the
+/// live one ([`versions::STAGED_SUFFIX`]) when another binary is live at its path and a later
+/// step switches it; in place otherwise. The step's digest stays the one of the final paths, so
+/// where a binary travels never makes a step look changed.
+pub fn stage_binaries(
+    steps: &mut [Step],
+    host: &HostPlan,
+    on_host: &super::versions::HostBinaries,
+) {
+    use super::versions::{Placement, STAGED_SUFFIX};
+    let Some(step) = steps.iter_mut().find(|s| s.id == "binaries") else {
+        return;
+    };
+    step.uploads.retain_mut(|upload| {
+        let name = upload
+            .remote_path
+            .rsplit('/')
+            .next()
+            .unwrap_or(&upload.remote_path)
+            .to_string();
+        match on_host.placement(&upload.remote_path, &upload.sha256) {
+            Placement::Unchanged => false,
+            Placement::Stage if switched_by(&name, host).is_some() => {
+                upload.remote_path.push_str(STAGED_SUFFIX);
+                true
+            }
+            Placement::Stage | Placement::InPlace => true,
+        }
+    });
 }
 
 fn restart_units(units: &[&str]) -> String {
@@ -247,9 +374,17 @@ pub fn host_steps(
         let (path, sha256) = bundle.binary(name)?;
         binaries.push(Upload::local(binary_destination(name), 0o755, path, sha256));
     }
-    let binaries = Step::new("binaries", Phase::Prepare, binaries, "true".into(), &[]);
+    let binary_uploads = binaries.clone();
+    let binaries = Step::new(
+        "binaries",
+        Phase::Prepare,
+        binaries,
+        binaries_script(&binary_uploads),
+        &[],
+    );
     let binaries_digest = binaries.digest.clone();
     steps.push(binaries);
+    let switch = |step: &str| switch_script(step, host, &binary_uploads);
 
     let cert_files = certs::files_for(pki, plan, host)?;
     let certificates = Step::new(
@@ -272,9 +407,9 @@ pub fn host_steps(
             "etcd",
             Phase::Etcd,
             vec![Upload::file(render::etcd_unit(plan, host))],
-            "systemctl daemon-reload\nsystemctl enable --quiet etcd.service\n\
-             systemctl restart --no-block etcd.service\n"
-                .into(),
+            switch("etcd")
+                + "systemctl daemon-reload\nsystemctl enable --quiet etcd.service\n\
+                   systemctl restart --no-block etcd.service\n",
             &deps,
         ));
     }
@@ -289,11 +424,12 @@ pub fn host_steps(
                 Upload::file(render::controller_manager_unit(plan)),
                 Upload::file(render::scheduler_unit()),
             ],
-            restart_units(&[
-                "kube-apiserver.service",
-                "kube-controller-manager.service",
-                "kube-scheduler.service",
-            ]),
+            switch("control-plane")
+                + &restart_units(&[
+                    "kube-apiserver.service",
+                    "kube-controller-manager.service",
+                    "kube-scheduler.service",
+                ]),
             &deps,
         ));
     }
@@ -307,7 +443,7 @@ pub fn host_steps(
                 Upload::file(render::containerd_config(plan)),
                 Upload::file(render::containerd_unit()),
             ],
-            restart_units(&["containerd.service"]),
+            switch("containerd") + &restart_units(&["containerd.service"]),
             &deps,
         ));
         let (archive, archive_sha) = images_archive;
@@ -367,7 +503,7 @@ pub fn host_steps(
                 Upload::file(render::kubelet_config(plan, host)),
                 Upload::file(render::kubelet_unit(plan, host)),
             ],
-            restart_units(&["kubelet.service"]),
+            switch("kubelet") + &restart_units(&["kubelet.service"]),
             &deps,
         ));
         steps.push(Step::new(
@@ -377,7 +513,7 @@ pub fn host_steps(
                 Upload::file(render::kube_proxy_config(plan, host)),
                 Upload::file(render::kube_proxy_unit()),
             ],
-            restart_units(&["kube-proxy.service"]),
+            switch("kube-proxy") + &restart_units(&["kube-proxy.service"]),
             &deps,
         ));
     }
@@ -543,5 +679,240 @@ mod apiproxy_script_tests {
         assert!(!legacy.exists(), "the old binary is still there");
         // Already gone: the step still succeeds.
         run_with_loaded_unit(legacy.to_str().unwrap(), &legacy);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests_support::{assert_bash_syntax, plan_for};
+    use super::super::versions::HostBinaries;
+    use super::*;
+
+    fn sha(text: &str) -> String {
+        hex::encode(Sha256::digest(text.as_bytes()))
+    }
+
+    /// Binaries of a master + etcd host, as the `binaries` step lists them.
+    fn uploads(names: &[(&str, &str)]) -> Vec<Upload> {
+        names
+            .iter()
+            .map(|(name, content)| {
+                Upload::local(
+                    binary_destination(name),
+                    0o755,
+                    PathBuf::from(format!("/bundle/{name}")),
+                    sha(content),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_restarting_step_switches_only_its_own_binaries() {
+        let plan = plan_for("v1.20.2");
+        let master = plan.host("node1").unwrap();
+        let worker = plan.host("node4").unwrap();
+        let all = uploads(&[
+            ("etcd", "e"),
+            ("etcdctl", "ec"),
+            ("kube-apiserver", "a"),
+            ("kubectl", "k"),
+            ("kubelet", "l"),
+            ("runc", "r"),
+            ("bridge", "b"),
+        ]);
+        let etcd = switch_script("etcd", master, &all);
+        assert!(etcd.starts_with(SWITCH_STAGED), "{etcd}");
+        assert!(etcd.ends_with(&format!(
+            "switch_staged '/usr/local/bin/etcd' {}\nswitch_staged '/usr/local/bin/etcdctl' {}\n",
+            sha("e"),
+            sha("ec")
+        )));
+        let cp = switch_script("control-plane", master, &all);
+        assert!(
+            cp.contains("'/usr/local/bin/kube-apiserver'")
+                && cp.contains("'/usr/local/bin/kubectl'")
+        );
+        assert!(!cp.contains("etcd'") && !cp.contains("kubelet"), "{cp}");
+        // On a master kubectl goes with the apiserver; on a worker with the kubelet.
+        assert!(!switch_script("kubelet", master, &all).contains("kubectl"));
+        let kubelet = switch_script("kubelet", worker, &all);
+        assert!(
+            kubelet.contains("'/usr/local/bin/kubectl'")
+                && kubelet.contains("'/usr/local/bin/kubelet'")
+        );
+        let containerd = switch_script("containerd", worker, &all);
+        assert!(
+            containerd.contains("'/usr/local/sbin/runc'")
+                && containerd.contains("'/opt/cni/bin/bridge'")
+        );
+        // A step that owns nothing gets no switch code (its digest is what it was).
+        assert_eq!(switch_script("kube-proxy", worker, &all), "");
+        assert_eq!(switch_script("etcd", worker, &all), "");
+        for script in [etcd, cp, kubelet, containerd] {
+            assert_bash_syntax(&script);
+        }
+    }
+
+    #[test]
+    fn staging_moves_changed_binaries_aside_and_keeps_the_digest() {
+        let plan = plan_for("v1.20.2");
+        let master = plan.host("node1").unwrap();
+        let list = uploads(&[
+            ("etcd", "new etcd"),
+            ("etcdctl", "etcdctl"),
+            ("kube-apiserver", "a"),
+        ]);
+        let step = Step::new(
+            "binaries",
+            Phase::Prepare,
+            list.clone(),
+            binaries_script(&list),
+            &[],
+        );
+        let digest = step.digest.clone();
+
+        // A fresh host: everything in place.
+        let mut fresh = vec![step.clone()];
+        stage_binaries(&mut fresh, master, &HostBinaries::default());
+        let paths: Vec<&str> = fresh[0]
+            .uploads
+            .iter()
+            .map(|u| u.remote_path.as_str())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "/usr/local/bin/etcd",
+                "/usr/local/bin/etcdctl",
+                "/usr/local/bin/kube-apiserver"
+            ]
+        );
+
+        // A running host: etcd changed (staged), etcdctl unchanged (not sent), the apiserver
+        // live but unrecorded (an install by an older ilha: staged, to be safe).
+        let on_host = HostBinaries::parse(&format!(
+            "R\t{}  /usr/local/bin/etcd\nR\t{}  /usr/local/bin/etcdctl\n\
+             E\t/usr/local/bin/etcd\nE\t/usr/local/bin/etcdctl\nE\t/usr/local/bin/kube-apiserver\n",
+            sha("old etcd"),
+            sha("etcdctl")
+        ));
+        let mut running = vec![step.clone()];
+        stage_binaries(&mut running, master, &on_host);
+        let paths: Vec<&str> = running[0]
+            .uploads
+            .iter()
+            .map(|u| u.remote_path.as_str())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "/usr/local/bin/etcd.ilha-new",
+                "/usr/local/bin/kube-apiserver.ilha-new"
+            ]
+        );
+        assert_eq!(
+            running[0].digest, digest,
+            "where binaries travel is not a change"
+        );
+        assert_eq!(fresh[0].digest, digest);
+        // The record names the final paths, whatever the uploads' destinations.
+        assert!(
+            running[0]
+                .script
+                .contains(&format!("{}  /usr/local/bin/etcd\n", sha("new etcd")))
+        );
+        assert!(running[0].script.contains("'/usr/local/bin/etcd' '/usr/local/bin/etcdctl' '/usr/local/bin/kube-apiserver' >> /var/lib/ilha/files"));
+        assert_bash_syntax(&running[0].script);
+    }
+
+    /// The `binaries` step's script and a restarting step's switch, run with bash against a
+    /// scratch root: first install, staged upgrade, an interrupted re-run, a foreign staged file.
+    #[test]
+    fn staged_binaries_switch_by_rename_in_a_scratch_root() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path().display().to_string();
+        let plan = plan_for("v1.20.2");
+        let master = plan.host("node1").unwrap();
+        let list = uploads(&[("etcd", "etcd 3.5\n")]);
+        let rooted = |script: &str| {
+            script
+                .replace("/usr/local/bin", &format!("{r}/usr/local/bin"))
+                .replace("/var/lib/ilha", &format!("{r}/var/lib/ilha"))
+        };
+        let bash = |script: &str| {
+            std::process::Command::new("bash")
+                .arg("-c")
+                .arg(format!("set -euo pipefail\n{}", rooted(script)))
+                .output()
+                .unwrap()
+        };
+        std::fs::create_dir_all(root.path().join("usr/local/bin")).unwrap();
+        let live = root.path().join("usr/local/bin/etcd");
+        let staged = root.path().join("usr/local/bin/etcd.ilha-new");
+        std::fs::write(&live, "etcd 3.4\n").unwrap();
+
+        // The binaries step: records what the final path will hold.
+        let out = bash(&binaries_script(&list));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let record = std::fs::read_to_string(root.path().join("var/lib/ilha/binaries")).unwrap();
+        // (The scratch root shows in the record's paths too.)
+        assert_eq!(
+            record,
+            format!("{}  {r}/usr/local/bin/etcd\n", sha("etcd 3.5\n"))
+        );
+        let on_host = HostBinaries::parse(
+            &record
+                .lines()
+                .map(|l| format!("R\t{l}\n"))
+                .collect::<String>(),
+        );
+        assert_eq!(
+            on_host.placement(&format!("{r}/usr/local/bin/etcd"), &sha("etcd 3.5\n")),
+            super::super::versions::Placement::InPlace,
+            "recorded but absent: sent again"
+        );
+
+        // Staged upload done, switch not yet: the live binary is untouched until the restart.
+        std::fs::write(&staged, "etcd 3.5\n").unwrap();
+        let inode_before = std::fs::metadata(&live)
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .unwrap();
+        let switch = switch_script("etcd", master, &list);
+        let out = bash(&switch);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(std::fs::read_to_string(&live).unwrap(), "etcd 3.5\n");
+        assert!(!staged.exists(), "switched by rename");
+        let inode_after = std::fs::metadata(&live)
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .unwrap();
+        assert_ne!(
+            inode_before, inode_after,
+            "a rename, not a rewrite of the running file"
+        );
+
+        // A re-run after the switch (the restart was interrupted): nothing staged, a no-op.
+        let out = bash(&switch);
+        assert!(out.status.success());
+        assert_eq!(std::fs::read_to_string(&live).unwrap(), "etcd 3.5\n");
+
+        // A staged file that is not the bundle's: refused before any restart, nothing moved.
+        std::fs::write(&staged, "something else\n").unwrap();
+        let out = bash(&(switch.clone() + "echo restarted\n"));
+        assert_eq!(out.status.code(), Some(96));
+        assert!(
+            String::from_utf8_lossy(&out.stderr)
+                .contains("etcd.ilha-new is not the bundle's binary")
+        );
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("restarted"));
+        assert_eq!(std::fs::read_to_string(&live).unwrap(), "etcd 3.5\n");
     }
 }

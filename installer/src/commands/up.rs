@@ -13,6 +13,10 @@ pub struct ClusterArgs {
     /// The minisign public key the bundle must be signed with.
     #[arg(long, env = "ILHA_PUBKEY")]
     pub pubkey: PathBuf,
+    /// Let the bundle take Kubernetes, etcd or containerd back to an older patch release of the
+    /// same minor (an older minor is always refused).
+    #[arg(long)]
+    pub allow_downgrade: bool,
     #[command(flatten)]
     pub hosts: HostsArgs,
 }
@@ -75,6 +79,7 @@ impl ClusterArgs {
             inventory: self.hosts.inventory.clone(),
             config: self.hosts.config.clone(),
             ssh: self.hosts.ssh.options(),
+            allow_downgrade: self.allow_downgrade,
         }
     }
 }

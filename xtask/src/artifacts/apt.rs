@@ -68,6 +68,80 @@ pub fn deb_field(deb: &Path, field: &str) -> Result<String> {
     Ok(cmd::output(&mut command)?.trim().to_string())
 }
 
+/// `apt-get download PACKAGE=VERSION...` into `dir` from another suite (`trixie`) of the mirror
+/// the machine's apt already uses, through a private apt setup under `root` (its own sources
+/// list, lists and cache): the machine's sources and lists are never changed.
+pub fn download_from_suite(
+    suite: &str,
+    packages: &[(&str, &str)],
+    root: &Path,
+    dir: &Path,
+) -> Result<()> {
+    let (uri, signed_by) = system_mirror()?;
+    let parts = root.join("sources.list.d");
+    for sub in ["lists/partial", "cache/archives/partial"] {
+        fsutil::create_dir_all(&root.join(sub))?;
+    }
+    fsutil::create_dir_all(&parts)?;
+    fsutil::create_dir_all(dir)?;
+    let mut stanza = format!("Types: deb\nURIs: {uri}\nSuites: {suite}\nComponents: main\n");
+    if let Some(keyring) = signed_by {
+        stanza.push_str(&format!("Signed-By: {keyring}\n"));
+    }
+    fsutil::write_atomic(
+        &parts.join(format!("ilha-{suite}.sources")),
+        stanza.as_bytes(),
+    )?;
+    let private = |command: &mut Command| {
+        command
+            .arg("-o")
+            .arg("Dir::Etc::SourceList=/dev/null")
+            .arg("-o")
+            .arg(format!("Dir::Etc::SourceParts={}", parts.display()))
+            .arg("-o")
+            .arg(format!(
+                "Dir::State::Lists={}",
+                root.join("lists").display()
+            ))
+            .arg("-o")
+            .arg(format!("Dir::Cache={}", root.join("cache").display()));
+    };
+    let mut update = Command::new("apt-get");
+    private(&mut update);
+    cmd::output(update.arg("update"))?;
+    let mut download = Command::new("apt-get");
+    private(&mut download);
+    download.arg("download").current_dir(dir);
+    for (package, version) in packages {
+        download.arg(format!("{package}={version}"));
+    }
+    cmd::output(&mut download).map(|_| ())
+}
+
+/// The first `deb` entry for the machine's own suite in its apt sources: the only Debian mirror
+/// this machine may reach.
+fn system_mirror() -> Result<(String, Option<String>)> {
+    let mut files = vec![std::path::PathBuf::from(SOURCES_LIST)];
+    if let Ok(entries) = std::fs::read_dir(SOURCES_DIR) {
+        let mut more: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        more.sort();
+        files.extend(more);
+    }
+    files
+        .iter()
+        .filter(|f| {
+            let name = f.to_string_lossy();
+            name.ends_with(".list") || name.ends_with(".sources")
+        })
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .find_map(|text| bookworm_mirror(&text))
+        .ok_or_else(|| {
+            Error::AptSources(format!(
+                "no `deb` entry for {SUITE} in {SOURCES_LIST} or {SOURCES_DIR}/ to take the mirror from"
+            ))
+        })
+}
+
 /// `apt-get source` needs a deb-src entry; a stock Debian 12 has none. Add one for bookworm
 /// pointing at the mirror apt already uses (the only Debian mirror we may reach).
 fn ensure_deb_src() -> Result<()> {

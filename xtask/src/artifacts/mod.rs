@@ -16,6 +16,7 @@ pub mod images;
 pub mod kubernetes;
 pub mod manifest;
 pub mod mirror;
+pub mod newer_etcd;
 pub mod oci;
 pub mod registry;
 
