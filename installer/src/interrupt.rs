@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicI32, Ordering};
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
 static MASTERS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 static STAGING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// Wakes [`notified`] when the first signal comes.
+static NOTIFY: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
 /// Exit status of a command stopped by a signal, as shells report it (128 + the signal).
 pub fn exit_code() -> Option<u8> {
@@ -52,6 +54,20 @@ pub fn check() -> Result<(), Interrupted> {
     }
 }
 
+/// Returns once a signal has come: for work that only reads hosts (a backup) and may simply be
+/// abandoned, rather than waited for, when the operator asks to stop.
+pub async fn notified() {
+    loop {
+        let wake = NOTIFY.notified();
+        tokio::pin!(wake);
+        wake.as_mut().enable();
+        if requested().is_some() {
+            return;
+        }
+        wake.await;
+    }
+}
+
 /// Listens for SIGINT and SIGTERM on the current tokio runtime.
 pub fn listen() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -72,6 +88,7 @@ pub fn listen() {
                 .compare_exchange(0, received, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
             {
+                NOTIFY.notify_waiters();
                 eprintln!(
                     "\n{}: finishing the steps in flight, starting nothing new (again to stop at once)",
                     requested().unwrap_or("signal")

@@ -433,16 +433,22 @@ pub async fn backup(request: &BackupRequest) -> anyhow::Result<BackupReport> {
             t.elapsed().as_secs_f64(),
         )
     };
-    let ((taken, etcd_s), (fetched, missing, masters_s), (dumped, objects_s)) =
-        tokio::join!(etcd_part, masters_part, objects_part);
+    // A backup only reads the hosts: on Ctrl-C or SIGTERM its parts are abandoned, not awaited
+    // (closing the masters ends what they ran on the hosts, the drill's etcd with it).
+    let parts = tokio::select! {
+        parts = async { tokio::join!(etcd_part, masters_part, objects_part) } => Some(parts),
+        () = crate::interrupt::notified() => None,
+    };
     fleet.close().await;
-    if let Err(interrupted) = crate::interrupt::check() {
+    let (Some(parts), Ok(())) = (parts, crate::interrupt::check()) else {
         // `staging` goes with this return: no plaintext is left behind.
         bail!(
-            "{interrupted}: no kit was written and its staging was removed; run `ilha backup` \
-             again"
+            "interrupted by {}: no kit was written and its staging was removed; run `ilha \
+             backup` again",
+            crate::interrupt::requested().unwrap_or("a signal")
         );
-    }
+    };
+    let ((taken, etcd_s), (fetched, missing, masters_s), (dumped, objects_s)) = parts;
     let taken: DrilledSnapshot = taken?;
     let dumped = dumped?;
     if fetched.is_empty() {
