@@ -408,6 +408,12 @@ fn a_live_cluster_survives_operator_slips() {
         text(&again)
     );
     assert!(kit.exists());
+    // Every closing summary names the state directory.
+    let closing = String::from_utf8_lossy(&again.stdout).into_owned();
+    assert!(
+        closing.ends_with(&format!("State directory: {}\n", state.display())),
+        "{closing}"
+    );
 
     eprintln!("safety suite: {:.0}s", started.elapsed().as_secs_f64());
 }

@@ -151,7 +151,7 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<()> {
         dump,
     };
     let report = runtime()?.block_on(backup(&request))?;
-    print!("{report}");
+    print!("{report}{}", hosts.state_dir_line());
     Ok(())
 }
 

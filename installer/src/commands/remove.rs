@@ -41,6 +41,6 @@ pub fn run(args: &RemoveNodeArgs) -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs(args.drain_timeout),
     };
     let report = runtime()?.block_on(remove_nodes(&request))?;
-    print!("{report}");
+    print!("{report}{}", args.hosts.state_dir_line());
     Ok(())
 }

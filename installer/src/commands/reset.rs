@@ -33,12 +33,12 @@ pub fn run(args: &ResetArgs) -> anyhow::Result<()> {
         no_snapshot: args.no_snapshot,
     };
     match crate::commands::up::runtime()?.block_on(reset::reset(&request))? {
-        ResetOutcome::DryRun(listing) => print!("{listing}"),
+        ResetOutcome::DryRun(listing) => print!("{listing}{}", args.hosts.state_dir_line()),
         ResetOutcome::Done { snapshot, report } => {
             if let Some(snapshot) = snapshot {
                 println!("{snapshot}");
             }
-            print!("{}", report.render());
+            print!("{}{}", report.render(), args.hosts.state_dir_line());
             if !report.is_clean() {
                 anyhow::bail!(
                     "reset is not complete on {}: see the report above; running `ilha reset` \

@@ -51,6 +51,6 @@ pub fn run(args: &RestoreArgs) -> anyhow::Result<()> {
         yes: args.yes,
     };
     let text = runtime()?.block_on(restore(&request))?;
-    print!("{text}");
+    print!("{text}{}", args.hosts.state_dir_line());
     Ok(())
 }

@@ -54,6 +54,18 @@ pub struct SshArgs {
     pub connect_timeout: u64,
 }
 
+impl HostsArgs {
+    /// `State directory: P`, the closing line of every command that works on a cluster: the
+    /// one thing the operator must not lose or mix up.
+    pub fn state_dir_line(&self) -> String {
+        match crate::config::ClusterConfig::load_or_default(self.config.as_deref(), &self.inventory)
+        {
+            Ok(config) => format!("State directory: {}\n", config.state_dir.display()),
+            Err(_) => String::new(),
+        }
+    }
+}
+
 impl SshArgs {
     pub fn options(&self) -> SshOptions {
         SshOptions {
