@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use rustix::fs::{FlockOperation, flock};
 
+use crate::ssh::lock::{Holder, LockMode};
+
 /// The lock file inside the state directory (kept out of kits and copies).
 pub const LOCK_FILE: &str = "lock";
 
@@ -74,17 +76,12 @@ impl StateDir {
                 path.display()
             );
         }
-        let holder =
-            crate::ssh::lock::Holder::this_process(command, crate::ssh::lock::LockMode::Exclusive);
+        let holder = Holder::this_process(command, LockMode::Exclusive);
         lock.set_len(0)?;
         lock.rewind()?;
-        writeln!(
-            lock,
-            "`ilha {}` from {} (pid {}), since {}",
-            holder.command, holder.operator, holder.pid, holder.started
-        )
-        .and_then(|()| lock.sync_data())
-        .with_context(|| format!("writing {}", lock_path.display()))?;
+        writeln!(lock, "{}", holder.describe())
+            .and_then(|()| lock.sync_data())
+            .with_context(|| format!("writing {}", lock_path.display()))?;
         Ok(StateDir {
             path: path.to_path_buf(),
             lock,

@@ -78,24 +78,48 @@ pub fn lab_bundle() -> LabBundle {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let (secret, _public) = ilha_format::sign::generate_keypair(&dir, None).unwrap();
-        let options = BuildOptions {
+        build_bundle(
             manifest,
-            key: secret,
-            password: None,
-            out: Some(bundle.bundle.clone()),
-            insecure_registries: vec![served.registry.to_string()],
-            platform: None,
-            jobs: 6,
-            zstd_level: 1,
-        };
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let (_cancel_tx, cancel) = tokio::sync::watch::channel(false);
-        runtime
-            .block_on(build(&options, cancel))
-            .unwrap_or_else(|err| panic!("ilha-bundler build manifests/lab.yaml: {err:#}"));
+            secret,
+            &served.registry.to_string(),
+            &bundle.bundle,
+        );
     }
     *slot = Some(bundle.clone());
     bundle
+}
+
+/// `ilha-bundler build MANIFEST --key KEY --insecure-registry REGISTRY --out OUT`, as the lab's
+/// bundles are made (fast zstd).
+pub fn build_bundle(manifest: PathBuf, key: PathBuf, registry: &str, out: &Path) {
+    let what = manifest.display().to_string();
+    let options = BuildOptions {
+        manifest,
+        key,
+        password: None,
+        out: Some(out.to_path_buf()),
+        insecure_registries: vec![registry.to_string()],
+        platform: None,
+        jobs: 6,
+        zstd_level: 1,
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (_cancel_tx, cancel) = tokio::sync::watch::channel(false);
+    runtime
+        .block_on(build(&options, cancel))
+        .unwrap_or_else(|err| panic!("ilha-bundler build {what}: {err:#}"));
+}
+
+/// `ilha up BUNDLE --pubkey PUB -i INVENTORY -c CONFIG`.
+pub fn up_args<'a>(
+    bundle: &'a str,
+    pubkey: &'a str,
+    inventory: &'a str,
+    config: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "up", bundle, "--pubkey", pubkey, "-i", inventory, "-c", config,
+    ]
 }
 
 /// The lab with freshly made hosts, wiped again when dropped: a cluster leaves hosts full of

@@ -6,20 +6,9 @@ use std::time::Duration;
 
 use ilha_e2e::cluster::{
     Member, eventually, fresh_lab, ilha, kubectl, lab_bundle, seed_layout, text, untouched,
-    write_config, write_inventory,
+    up_args, write_config, write_inventory,
 };
 use xtask::lab::Lab;
-
-fn up_args<'a>(
-    bundle: &'a str,
-    pubkey: &'a str,
-    inventory: &'a str,
-    config: &'a str,
-) -> Vec<&'a str> {
-    vec![
-        "up", bundle, "--pubkey", pubkey, "-i", inventory, "-c", config,
-    ]
-}
 
 fn assert_all_untouched(lab: &Lab, hosts: usize, what: &str) {
     for index in 1..=hosts {

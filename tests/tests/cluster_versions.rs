@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ilha_e2e::cluster::{
-    FreshLab, Member, fresh_lab, ilha, lab_bundle, text, write_config, write_inventory,
+    FreshLab, Member, build_bundle, fresh_lab, ilha, lab_bundle, text, write_config,
+    write_inventory,
 };
 use xtask::lab::LabConfig;
 
@@ -104,21 +105,12 @@ fn etcd35_bundle(lab_bundle: &ilha_e2e::cluster::LabBundle) -> (std::path::PathB
     let manifest_path = dir.join("lab-etcd.yaml");
     std::fs::write(&manifest_path, manifest).unwrap();
     let served = xtask::artifacts::ensure_served(&config).expect("lab artifacts served");
-    let options = ilha_bundler::BuildOptions {
-        manifest: manifest_path,
-        key: lab_bundle.dir.join(ilha_format::sign::SECRET_KEY_FILE),
-        password: None,
-        out: Some(out.clone()),
-        insecure_registries: vec![served.registry.to_string()],
-        platform: None,
-        jobs: 6,
-        zstd_level: 1,
-    };
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (_cancel_tx, cancel) = tokio::sync::watch::channel(false);
-    runtime
-        .block_on(ilha_bundler::build(&options, cancel))
-        .unwrap_or_else(|err| panic!("building the etcd {} bundle: {err:#}", newer.version));
+    build_bundle(
+        manifest_path,
+        lab_bundle.dir.join(ilha_format::sign::SECRET_KEY_FILE),
+        &served.registry.to_string(),
+        &out,
+    );
     (out, etcd_sha)
 }
 

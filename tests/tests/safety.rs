@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use ilha_e2e::cluster::{
     EXPOSED_SECRETS, FreshLab, Member, eventually, fresh_lab, ilha, ilha_binary, kubectl,
-    lab_bundle, text, write_config, write_inventory,
+    lab_bundle, text, up_args, write_config, write_inventory,
 };
 
 fn layout() -> Vec<Member> {
@@ -126,17 +126,6 @@ fn copy_dir(from: &Path, to: &Path, skip: &[&str]) {
             std::fs::copy(entry.path(), &target).unwrap();
         }
     }
-}
-
-fn up_args<'a>(
-    bundle: &'a str,
-    pubkey: &'a str,
-    inventory: &'a str,
-    config: &'a str,
-) -> Vec<&'a str> {
-    vec![
-        "up", bundle, "--pubkey", pubkey, "-i", inventory, "-c", config,
-    ]
 }
 
 fn assert_refused(output: &Output, what: &str) -> String {

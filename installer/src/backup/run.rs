@@ -379,12 +379,7 @@ pub async fn backup(request: &BackupRequest) -> anyhow::Result<BackupReport> {
     }
     // A kit names its cluster by the state directory's CA: the masters must agree before the
     // snapshot is taken on them.
-    if let Err(e) =
-        crate::cluster::identity::guard(&fleet, state_dir, &config.cluster_name, "backup").await
-    {
-        fleet.close().await;
-        return Err(e);
-    }
+    crate::cluster::identity::guard(&fleet, &config, "backup").await?;
 
     let staging = private_staging(state_dir, STAGING_PREFIX)?;
     let stage = staging.path();
@@ -574,16 +569,7 @@ mod tests {
         let script = etc_kubernetes_script()
             .replace("tar -C / ", &format!("tar -C {} ", root.path().display()));
         crate::cluster::tests_support::assert_bash_syntax(&script);
-        let out = std::process::Command::new("bash")
-            .args(["-c", &format!("set -euo pipefail\n{script}")])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8(out.stdout).unwrap();
+        let stdout = crate::cluster::tests_support::run_bash_ok(&script);
 
         let stage = tempfile::tempdir().unwrap();
         let local = stage.path().join(etc_kubernetes_path("m1"));

@@ -16,6 +16,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::paths::PKI_DIR;
+use super::steps::file_sha256;
+use crate::config::ClusterConfig;
 use crate::ssh::Fleet;
 
 /// On every host `up` has prepared: not secret (fingerprints only).
@@ -83,13 +85,6 @@ impl ClusterIdentity {
             .map(String::as_str)
             .unwrap_or("")
     }
-}
-
-fn file_sha256(path: &Path) -> anyhow::Result<String> {
-    use anyhow::Context as _;
-    let (sha, _) = ilha_format::digest::sha256_file(path)
-        .with_context(|| format!("reading {}", path.display()))?;
-    Ok(sha.to_string())
 }
 
 /// What a host says about itself.
@@ -245,30 +240,25 @@ pub fn check(
 }
 
 /// Reads every host's identity and checks it against the state directory's: the gate every
-/// command that changes hosts passes before its first change.
-pub async fn guard(
-    fleet: &Fleet,
-    state_dir: &Path,
-    cluster_name: &str,
-    command: &str,
-) -> anyhow::Result<()> {
-    let ours = ClusterIdentity::of_state_dir(state_dir, cluster_name)?;
-    let script = read_script();
-    let report = fleet
-        .each(async |_, session| session.run(&script).await)
-        .await;
+/// command that changes hosts passes before its first change. On refusal the caller drops the
+/// fleet, which closes its connections.
+pub async fn guard(fleet: &Fleet, config: &ClusterConfig, command: &str) -> anyhow::Result<()> {
+    let state_dir = config.state_dir.as_path();
+    let ours = ClusterIdentity::of_state_dir(state_dir, &config.cluster_name)?;
     let mut hosts = BTreeMap::new();
     let mut errors = Vec::new();
-    for outcome in report.hosts {
-        match outcome.result {
-            Ok(output) => match parse(&outcome.host, &output.stdout) {
-                Ok(identity) => {
-                    hosts.insert(outcome.host, identity);
+    match fleet.run_all(&read_script()).await.into_result() {
+        Ok(outputs) => {
+            for (host, output) in outputs {
+                match parse(&host, &output.stdout) {
+                    Ok(identity) => {
+                        hosts.insert(host, identity);
+                    }
+                    Err(e) => errors.push(e.to_string()),
                 }
-                Err(e) => errors.push(e.to_string()),
-            },
-            Err(e) => errors.push(e.to_string()),
+            }
         }
+        Err(failed) => errors.extend(failed.iter().map(ToString::to_string)),
     }
     if !errors.is_empty() {
         anyhow::bail!(

@@ -180,6 +180,21 @@ pub(crate) mod tests_support {
         );
     }
 
+    /// Runs `script` as a host would (`bash`, `set -euo pipefail`); fails the test with its
+    /// stderr unless it exits 0. Returns its stdout.
+    pub fn run_bash_ok(script: &str) -> String {
+        let out = std::process::Command::new("bash")
+            .args(["-c", &format!("set -euo pipefail\n{script}")])
+            .output()
+            .expect("running bash");
+        assert!(
+            out.status.success(),
+            "bash: {}\n{script}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8 output")
+    }
+
     /// The seed's layout: node1-3 masters + etcd, node4-6 workers, at 10.0.0.1-6.
     pub fn plan_for(version: &str) -> ClusterPlan {
         let hosts = (1..=6)

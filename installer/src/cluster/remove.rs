@@ -97,17 +97,7 @@ pub async fn remove_nodes(request: &RemoveRequest) -> anyhow::Result<String> {
     let mut state = crate::statedir::StateDir::open(&config.state_dir, "remove-node")?;
     say(format!("Connecting to {} hosts ...", inventory.hosts.len()));
     let (fleet, unreachable) = Fleet::connect_available(targets(&inventory), &request.ssh).await;
-    if let Err(e) = super::identity::guard(
-        &fleet,
-        &config.state_dir,
-        &config.cluster_name,
-        "remove-node",
-    )
-    .await
-    {
-        fleet.close().await;
-        return Err(e);
-    }
+    super::identity::guard(&fleet, &config, "remove-node").await?;
     state.keep();
     for error in &unreachable {
         if removing(error.host()) {

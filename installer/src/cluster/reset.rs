@@ -348,11 +348,7 @@ pub async fn reset(request: &ResetRequest) -> anyhow::Result<ResetOutcome> {
         .await
         .context("cannot reach every host to reset; nothing was changed")?;
     // Resetting another cluster's hosts by mistake is as final as it gets.
-    if let Err(e) = super::identity::guard(&fleet, &state_dir, &config.cluster_name, "reset").await
-    {
-        fleet.close().await;
-        return Err(e);
-    }
+    super::identity::guard(&fleet, &config, "reset").await?;
     if !request.dry_run {
         state.keep();
     }

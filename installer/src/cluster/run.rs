@@ -293,11 +293,7 @@ async fn prepare(request: &UpRequest, command: &'static str) -> anyhow::Result<P
     let journals = read_journals(&fleet).await?;
     // Before anything is allocated, issued or pushed: these hosts must be this state
     // directory's cluster (or fresh), or the run would mint new CAs over a running cluster.
-    if let Err(e) = super::identity::guard(&fleet, &state_dir, &config.cluster_name, command).await
-    {
-        fleet.close().await;
-        return Err(e);
-    }
+    super::identity::guard(&fleet, &config, command).await?;
     if require_cluster && journals.values().all(Journal::is_empty) {
         fleet.close().await;
         bail!(
@@ -427,23 +423,16 @@ async fn prepare(request: &UpRequest, command: &'static str) -> anyhow::Result<P
 }
 
 async fn read_journals(fleet: &Fleet) -> anyhow::Result<BTreeMap<String, Journal>> {
-    let report = fleet
-        .each(async |_, session| session.run(&journal::read_script()).await)
-        .await;
-    let mut journals = BTreeMap::new();
-    let mut errors = Vec::new();
-    for outcome in report.hosts {
-        match outcome.result {
-            Ok(output) => {
-                journals.insert(outcome.host, Journal::parse(&output.stdout));
-            }
-            Err(e) => errors.push(e.to_string()),
+    match fleet.run_all(&journal::read_script()).await.into_result() {
+        Ok(outputs) => Ok(outputs
+            .into_iter()
+            .map(|(host, output)| (host, Journal::parse(&output.stdout)))
+            .collect()),
+        Err(errors) => {
+            let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            bail!("reading the hosts' journals: {}", errors.join("; "))
         }
     }
-    if !errors.is_empty() {
-        bail!("reading the hosts' journals: {}", errors.join("; "));
-    }
-    Ok(journals)
 }
 
 /// `ilha plan`: what `up` would do on each host, changing nothing.

@@ -499,25 +499,20 @@ pub async fn guard(
     paths.sort();
     paths.dedup();
     let script = probe_script(&paths);
-    let report = fleet
-        .each(async |_, session| session.run(&script).await)
-        .await;
-    let mut hosts = BTreeMap::new();
-    let mut errors = Vec::new();
-    for outcome in report.hosts {
-        match outcome.result {
-            Ok(output) => {
-                hosts.insert(outcome.host, HostBinaries::parse(&output.stdout));
-            }
-            Err(e) => errors.push(format!("{}: {e}", outcome.host)),
+    // Each error names its host already.
+    let hosts: BTreeMap<String, HostBinaries> = match fleet.run_all(&script).await.into_result() {
+        Ok(outputs) => outputs
+            .into_iter()
+            .map(|(host, output)| (host, HostBinaries::parse(&output.stdout)))
+            .collect(),
+        Err(errors) => {
+            let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            bail!(
+                "reading the versions installed on the hosts; nothing was changed:\n  {}",
+                errors.join("\n  ")
+            );
         }
-    }
-    if !errors.is_empty() {
-        bail!(
-            "reading the versions installed on the hosts; nothing was changed:\n  {}",
-            errors.join("\n  ")
-        );
-    }
+    };
 
     // The bundle's versions, asked only of components some host already runs.
     let running: BTreeSet<Component> = hosts
@@ -937,17 +932,7 @@ mod tests {
         let script = probe_script(&[present.clone(), absent.clone()])
             .replace(BIN_DIR, &bin.display().to_string())
             .replace(BINARIES_RECORD, &record.display().to_string());
-        let out = std::process::Command::new("bash")
-            .arg("-c")
-            .arg(format!("set -euo pipefail\n{script}"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let host = HostBinaries::parse(&String::from_utf8_lossy(&out.stdout));
+        let host = HostBinaries::parse(&crate::cluster::tests_support::run_bash_ok(&script));
         assert_eq!(
             host.versions["etcd"],
             "etcd Version: 3.5.16 | Go Version: go1.24.0"

@@ -114,17 +114,7 @@ pub fn run(args: &BackupArgs) -> anyhow::Result<()> {
         let (_, config) = load_inputs(&hosts.inventory, hosts.config.as_deref())?;
         let text = runtime()?.block_on(async {
             let fleet = Fleet::connect(wanted, &hosts.ssh.options()).await?;
-            if let Err(e) = crate::cluster::identity::guard(
-                &fleet,
-                &config.state_dir,
-                &config.cluster_name,
-                "backup --schedule",
-            )
-            .await
-            {
-                fleet.close().await;
-                return Err(e);
-            }
+            crate::cluster::identity::guard(&fleet, &config, "backup --schedule").await?;
             let installed = schedule::install(&fleet, &names, &spec).await;
             fleet.close().await;
             installed

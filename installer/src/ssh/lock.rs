@@ -62,8 +62,8 @@ impl Holder {
         }
     }
 
-    /// One line, no shell-special meaning once quoted.
-    fn describe(&self) -> String {
+    /// `` `ilha up` from ana@laptop (pid 4242), since ... ``: how every lock names its holder.
+    pub fn describe(&self) -> String {
         format!(
             "`ilha {}` from {} (pid {}), since {}",
             self.command, self.operator, self.pid, self.started

@@ -433,12 +433,8 @@ fn the_read_script_lists_files_and_their_absence() {
     ];
     let script = read_script(&files);
     crate::cluster::tests_support::assert_bash_syntax(&script);
-    let out = std::process::Command::new("bash")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let listing = parse_listing("h1", &String::from_utf8(out.stdout).unwrap()).unwrap();
+    let out = crate::cluster::tests_support::run_bash_ok(&script);
+    let listing = parse_listing("h1", &out).unwrap();
     assert_eq!(listing.len(), 1);
     assert_eq!(listing[&files[0]], b"secret\nwith lines\n\x00binary");
     let err = parse_listing("h1", "garbage\n").unwrap_err().to_string();
