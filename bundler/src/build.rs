@@ -13,7 +13,8 @@ use tokio::sync::watch;
 use crate::download::{ArtifactKind, Downloader, StoredArtifact};
 use crate::error::{Error, Result};
 use crate::layout::{LayoutImage, Staging, write_layout_index};
-use crate::manifest::{self, Platform};
+use crate::manifest::{self, ImageMirror, Platform};
+use crate::mirror::{Mirrors, Rewrite};
 use crate::progress::{PackBar, Reporter};
 use crate::registry::{Registry, ResolvedImage};
 
@@ -33,6 +34,15 @@ pub struct BuildOptions {
     pub zstd_level: i32,
 }
 
+/// The command line's rewrites; they win over the manifest's `mirrors:`.
+#[derive(Debug, Clone, Default)]
+pub struct MirrorOptions {
+    /// `--mirror FROM=TO`: URL prefixes.
+    pub files: Vec<Rewrite>,
+    /// `--registry-mirror FROM=TO`: registry[/path] prefixes.
+    pub registries: Vec<Rewrite>,
+}
+
 #[derive(Debug, Clone)]
 pub struct BuildSummary {
     pub bundle: PathBuf,
@@ -47,6 +57,115 @@ pub struct BuildSummary {
     pub content_bytes: u64,
     pub bundle_bytes: u64,
     pub elapsed: Duration,
+    /// Every source a mirror moved, in manifest order.
+    pub mirrored: Vec<MirroredSource>,
+}
+
+/// A source fetched through a mirror: what, its canonical address, where it came from, and
+/// the rule that sent it there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirroredSource {
+    /// `binary kubelet`, `binary kubelet (checksum file)`, `image registry.k8s.io/pause:3.10.2`.
+    pub what: String,
+    pub canonical: String,
+    pub fetched: String,
+    pub rule: Rewrite,
+}
+
+impl std::fmt::Display for MirroredSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} from {} (mirror {})",
+            self.what, self.canonical, self.fetched, self.rule
+        )
+    }
+}
+
+/// Moves the manifest's sources to their mirrors (command line first, then `mirrors:`), and
+/// lists what moved. A rule that matches no source at all is refused.
+pub fn route_through_mirrors(
+    manifest: &mut manifest::Manifest,
+    cli_files: &[Rewrite],
+    cli_registries: &[Rewrite],
+) -> Result<Vec<MirroredSource>> {
+    let mirrors = Mirrors {
+        cli_files: cli_files.to_vec(),
+        cli_registries: cli_registries.to_vec(),
+        manifest_files: manifest.mirrors.files.clone(),
+        manifest_registries: manifest.mirrors.registries.clone(),
+    };
+    if mirrors.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut urls: Vec<String> = Vec::new();
+    for spec in manifest.binaries.iter().chain(&manifest.files) {
+        if let manifest::ArtifactOrigin::Url { url, checksum } = &spec.origin {
+            urls.push(url.clone());
+            if let manifest::Checksum::Url(sum_url) = checksum {
+                urls.push(sum_url.clone());
+            }
+        }
+    }
+    let url_refs: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let sources: Vec<&oci_client::Reference> = manifest.images.iter().map(|i| &i.source).collect();
+    let unused = mirrors.unused(&url_refs, &sources);
+    if !unused.is_empty() {
+        return Err(Error::UnusedMirror {
+            file: manifest.file.display().to_string(),
+            rules: unused.iter().map(ToString::to_string).collect(),
+        });
+    }
+
+    let mut moved = Vec::new();
+    for (kind, list) in [
+        ("binary", &mut manifest.binaries),
+        ("file", &mut manifest.files),
+    ] {
+        for spec in list.iter_mut() {
+            let manifest::ArtifactOrigin::Url { url, checksum } = &spec.origin else {
+                continue;
+            };
+            spec.mirror.url = mirrors.url(url);
+            if let Some(redirect) = &spec.mirror.url {
+                moved.push(MirroredSource {
+                    what: format!("{kind} {}", spec.name),
+                    canonical: url.clone(),
+                    fetched: redirect.url.clone(),
+                    rule: redirect.rule.clone(),
+                });
+            }
+            if let manifest::Checksum::Url(sum_url) = checksum {
+                spec.mirror.checksum = mirrors.url(sum_url);
+                if let Some(redirect) = &spec.mirror.checksum {
+                    moved.push(MirroredSource {
+                        what: format!("{kind} {} (checksum file)", spec.name),
+                        canonical: sum_url.clone(),
+                        fetched: redirect.url.clone(),
+                        rule: redirect.rule.clone(),
+                    });
+                }
+            }
+        }
+    }
+    for image in &mut manifest.images {
+        let Some(found) = mirrors.image(&image.source) else {
+            continue;
+        };
+        let (pull, rule) = found.map_err(|message| Error::Image {
+            image: image.name.clone(),
+            location: image.location.clone(),
+            message,
+        })?;
+        moved.push(MirroredSource {
+            what: format!("image {}", image.name),
+            canonical: image.source.whole(),
+            fetched: pull.whole(),
+            rule: rule.clone(),
+        });
+        image.mirror = Some(ImageMirror { pull, rule });
+    }
+    Ok(moved)
 }
 
 /// Set to true (by a Ctrl-C handler) to abort a build and clean up.
@@ -58,8 +177,17 @@ pub fn default_output(name: &str, version: &str) -> PathBuf {
 }
 
 pub async fn build(options: &BuildOptions, cancel: CancelReceiver) -> Result<BuildSummary> {
+    build_through(options, &MirrorOptions::default(), cancel).await
+}
+
+/// [`build`], with the command line's mirror rules.
+pub async fn build_through(
+    options: &BuildOptions,
+    mirrors: &MirrorOptions,
+    cancel: CancelReceiver,
+) -> Result<BuildSummary> {
     let started = Instant::now();
-    let manifest = manifest::load(&options.manifest)?;
+    let mut manifest = manifest::load(&options.manifest)?;
     // A bundle that could not install its cluster is refused before any download.
     if let Some(declared) = &manifest.cluster {
         let missing = manifest.missing_for_cluster();
@@ -72,6 +200,7 @@ pub async fn build(options: &BuildOptions, cancel: CancelReceiver) -> Result<Bui
             });
         }
     }
+    let mirrored = route_through_mirrors(&mut manifest, &mirrors.files, &mirrors.registries)?;
     let platform = options
         .platform
         .clone()
@@ -184,6 +313,7 @@ pub async fn build(options: &BuildOptions, cancel: CancelReceiver) -> Result<Bui
         content_bytes: report.content_bytes,
         bundle_bytes: report.bundle_bytes,
         elapsed: started.elapsed(),
+        mirrored,
     })
 }
 

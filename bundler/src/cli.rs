@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
-use crate::build::{BuildOptions, build};
+use crate::build::{BuildOptions, MirrorOptions, build_through};
 use crate::manifest::Platform;
+use crate::mirror::{self, Rewrite};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -53,6 +54,14 @@ pub enum Command {
         /// zstd level of the bundle (layers are compressed already: keep it low).
         #[arg(long, default_value_t = 1, hide = true)]
         zstd_level: i32,
+        /// Fetch URLs starting with FROM from TO instead (longest FROM wins; wins over the
+        /// manifest's `mirrors.files`). Repeatable.
+        #[arg(long = "mirror", value_name = "FROM=TO", value_parser = mirror::parse_url_rule)]
+        mirrors: Vec<Rewrite>,
+        /// Pull images of registry[/path] FROM from TO instead, e.g.
+        /// registry.k8s.io=nexus.example:8443/k8s (wins over `mirrors.registries`). Repeatable.
+        #[arg(long = "registry-mirror", value_name = "FROM=TO", value_parser = mirror::parse_registry_rule)]
+        registry_mirrors: Vec<Rewrite>,
     },
     /// Show a bundle's index (unverified; `ilha verify` checks signatures).
     Inspect {
@@ -97,6 +106,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             platform,
             jobs,
             zstd_level,
+            mirrors,
+            registry_mirrors,
         } => {
             let password = password_file.as_deref().map(read_password).transpose()?;
             let options = BuildOptions {
@@ -108,6 +119,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 platform,
                 jobs,
                 zstd_level,
+            };
+            let mirrors = MirrorOptions {
+                files: mirrors,
+                registries: registry_mirrors,
             };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -121,9 +136,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         let _ = cancel_tx.send(true);
                     }
                 });
-                build(&options, cancel_rx).await
+                build_through(&options, &mirrors, cancel_rx).await
             })?;
             let saved = summary.image_blobs_referenced - summary.image_blobs_stored;
+            if !summary.mirrored.is_empty() {
+                println!("through mirrors ({} sources):", summary.mirrored.len());
+                for source in &summary.mirrored {
+                    println!("  {source}");
+                }
+            }
             println!(
                 "built {} ({} bytes), signature {}",
                 summary.bundle.display(),

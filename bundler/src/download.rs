@@ -17,7 +17,8 @@ use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Result, chain};
 use crate::layout::Staging;
-use crate::manifest::{ArtifactOrigin, ArtifactSpec, Checksum};
+use crate::manifest::{ArtifactMirror, ArtifactOrigin, ArtifactSpec, Checksum};
+use crate::mirror::Redirect;
 
 /// Whether an artifact is a binary (mode 0755) or a data file (0644).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +108,7 @@ impl Downloader {
         let sha256 = match &spec.origin {
             ArtifactOrigin::Url { url, checksum } => {
                 let expected = self
-                    .expected_sha256(checksum, url)
+                    .expected_sha256(checksum, url, spec.mirror.checksum.as_ref())
                     .await
                     .map_err(|(at, m)| fail(&at, m))?;
                 let path = blob_path(&expected);
@@ -118,15 +119,16 @@ impl Downloader {
                     }
                     return Ok(self.stored(kind, spec, expected));
                 }
+                let (fetch_url, shown) = ArtifactMirror::fetch(spec.mirror.url.as_ref(), url);
                 let (found, size, tmp) = self
-                    .download(url, staging, bar)
+                    .download(fetch_url, staging, bar)
                     .await
-                    .map_err(|m| fail(url, m))?;
+                    .map_err(|m| fail(&shown, m))?;
                 if found != expected {
                     return Err(Error::DigestMismatch {
                         what: format!("{} {}", kind.label(), spec.name),
                         location: spec.location.clone(),
-                        url: url.clone(),
+                        url: shown,
                         expected: expected.to_string(),
                         found: found.to_string(),
                     });
@@ -253,7 +255,7 @@ impl Downloader {
             .or_default()
             .clone();
         let outcome = cell
-            .get_or_init(|| self.fetch_archive(&spec.origin, staging, bar))
+            .get_or_init(|| self.fetch_archive(&spec.origin, &spec.mirror, staging, bar))
             .await;
         outcome.clone().map_err(|failure| match failure {
             ArchiveFailure::Fetch { url, message } => Error::Download {
@@ -280,6 +282,7 @@ impl Downloader {
     async fn fetch_archive(
         &self,
         origin: &ArtifactOrigin,
+        mirror: &ArtifactMirror,
         staging: &Staging,
         bar: &ProgressBar,
     ) -> ArchiveOutcome {
@@ -290,17 +293,18 @@ impl Downloader {
                     message,
                 };
                 let expected = self
-                    .expected_sha256(checksum, url)
+                    .expected_sha256(checksum, url, mirror.checksum.as_ref())
                     .await
                     .map_err(|(at, m)| fetch_failed(&at, m))?;
+                let (fetch_url, shown) = ArtifactMirror::fetch(mirror.url.as_ref(), url);
                 let (found, _, tmp) = self
-                    .download(url, staging, bar)
+                    .download(fetch_url, staging, bar)
                     .await
-                    .map_err(|m| fetch_failed(url, m))?;
+                    .map_err(|m| fetch_failed(&shown, m))?;
                 if found != expected {
                     let _ = std::fs::remove_file(&tmp);
                     return Err(ArchiveFailure::Mismatch {
-                        url: url.clone(),
+                        url: shown,
                         expected: expected.to_string(),
                         found: found.to_string(),
                     });
@@ -387,19 +391,24 @@ impl Downloader {
     /// Fetches a checksum file and returns the digest for `artifact_url`'s basename.
     /// The digest `url` must have: pinned in the manifest, or read from the checksum file it
     /// names. On failure, the URL at fault (the checksum file's, if that is what failed).
+    /// The checksum file is looked up by the canonical `url`'s file name (upstream's name),
+    /// wherever a mirror serves it from.
     async fn expected_sha256(
         &self,
         checksum: &Checksum,
         url: &str,
+        checksum_mirror: Option<&Redirect>,
     ) -> std::result::Result<Sha256, (String, String)> {
         match checksum {
             Checksum::Sha256(hex) => hex
                 .parse::<Sha256>()
                 .map_err(|e| (url.to_owned(), e.to_string())),
-            Checksum::Url(sum_url) => self
-                .fetch_checksum(sum_url, url)
-                .await
-                .map_err(|m| (sum_url.clone(), m)),
+            Checksum::Url(sum_url) => {
+                let (fetch_url, shown) = ArtifactMirror::fetch(checksum_mirror, sum_url);
+                self.fetch_checksum(fetch_url, url)
+                    .await
+                    .map_err(|m| (shown, m))
+            }
         }
     }
 
@@ -489,11 +498,14 @@ fn basename(url: &str) -> &str {
 }
 
 /// Upstream checksum files are either a bare `<hex>` or `sha256sum` lines `<hex>  <name>`
-/// (`*<name>` in binary mode, sometimes with a directory prefix).
+/// (`*<name>` in binary mode, sometimes with a directory prefix), possibly inside a PGP
+/// clearsigned message (runc's `runc.sha256sum`). The PGP signature is not checked: the bundler
+/// has no keyring of upstream signers; the digest lines are read from the signed text only.
 pub fn parse_checksum_file(text: &str, file_name: &str) -> std::result::Result<Sha256, String> {
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
+    let signed_text = clearsigned_text(text)?;
+    let lines: Vec<&str> = signed_text
+        .iter()
+        .map(|l| l.trim())
         .filter(|l| !l.is_empty())
         .collect();
     if let [only] = lines.as_slice()
@@ -519,6 +531,33 @@ pub fn parse_checksum_file(text: &str, file_name: &str) -> std::result::Result<S
         }
     }
     Err(format!("checksum file has no line for {file_name:?}"))
+}
+
+const PGP_SIGNED: &str = "-----BEGIN PGP SIGNED MESSAGE-----";
+const PGP_SIGNATURE: &str = "-----BEGIN PGP SIGNATURE-----";
+
+/// The lines of `text`, or, for a PGP clearsigned message (RFC 4880 section 7), the lines of
+/// its signed text: after the armor headers and their blank line, before the signature, with
+/// dash-escaping (`- `) undone.
+fn clearsigned_text(text: &str) -> std::result::Result<Vec<&str>, String> {
+    let mut lines = text.lines();
+    let first = text.lines().find(|l| !l.trim().is_empty());
+    if first.map(str::trim) != Some(PGP_SIGNED) {
+        return Ok(text.lines().collect());
+    }
+    lines.by_ref().find(|l| l.trim() == PGP_SIGNED);
+    // Armor headers (`Hash: SHA256`) end at the first blank line.
+    lines.by_ref().find(|l| l.trim().is_empty());
+    let mut body = Vec::new();
+    for line in lines {
+        if line.trim() == PGP_SIGNATURE {
+            return Ok(body);
+        }
+        body.push(line.strip_prefix("- ").unwrap_or(line));
+    }
+    Err(format!(
+        "checksum file: PGP signed message without a {PGP_SIGNATURE:?} line (truncated?)"
+    ))
 }
 
 #[cfg(test)]
@@ -549,6 +588,37 @@ mod tests {
         );
         assert!(parse_checksum_file(&multi, "kubectl").is_err());
         assert!(parse_checksum_file("nothex\n", "x").is_err());
+    }
+
+    /// runc publishes `runc.sha256sum` as a PGP clearsigned message: the digest lines are read
+    /// from the signed text (dash-escaping undone); the signature itself is not checked.
+    #[test]
+    fn clearsigned_checksum_file() {
+        let other = "0".repeat(64);
+        let text = format!(
+            "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\n{HEX}  runc.amd64\n{other}  runc.arm64\n- {other}  runc-1.4.3.tar.xz\n-----BEGIN PGP SIGNATURE-----\n\niQIzBAEBCAAdFiEE\n=abcd\n-----END PGP SIGNATURE-----\n"
+        );
+        assert_eq!(
+            parse_checksum_file(&text, "runc.amd64")
+                .unwrap()
+                .to_string(),
+            HEX
+        );
+        assert_eq!(
+            parse_checksum_file(&text, "runc-1.4.3.tar.xz")
+                .unwrap()
+                .to_string(),
+            other
+        );
+        // Lines of the signature block are not digests.
+        assert!(parse_checksum_file(&text, "iQIzBAEBCAAdFiEE").is_err());
+        let truncated = text
+            .split("-----BEGIN PGP SIGNATURE")
+            .next()
+            .unwrap()
+            .to_owned();
+        let err = parse_checksum_file(&truncated, "runc.amd64").unwrap_err();
+        assert!(err.contains("truncated"), "{err}");
     }
 
     #[test]

@@ -73,6 +73,16 @@ pub enum Error {
         missing: Vec<String>,
     },
 
+    /// A mirror rule that no `url`, `sha256_url` or image source of the manifest starts with.
+    #[error("{file}: {} mirror rule(s) match no source of the manifest (a typo would send the \
+        build to upstream behind your back; fix or remove them):{}",
+        rules.len(), rules.iter().map(|r| format!("\n  - {r}")).collect::<String>())]
+    UnusedMirror {
+        file: String,
+        /// `FROM => TO (ORIGIN)`.
+        rules: Vec<String>,
+    },
+
     #[error(transparent)]
     Format(#[from] ilha_format::Error),
 

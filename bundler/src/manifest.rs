@@ -12,6 +12,8 @@ use serde::Deserialize;
 use serde::de::{self, MapAccess, Visitor};
 use serde_saphyr::Spanned;
 
+use crate::mirror::{self, Redirect, Rewrite};
+
 /// A manifest problem; the `Display` form always starts with `FILE:LINE:COL:` or `FILE:`.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -95,6 +97,15 @@ pub struct Manifest {
     pub images: Vec<ImageSpec>,
     pub binaries: Vec<ArtifactSpec>,
     pub files: Vec<ArtifactSpec>,
+    /// `mirrors:`: rewrites of `url`/`sha256_url` prefixes and of image registries.
+    pub mirrors: ManifestMirrors,
+}
+
+/// The manifest's `mirrors:` key; each rule's `origin` is its `file:line:col`.
+#[derive(Debug, Clone, Default)]
+pub struct ManifestMirrors {
+    pub files: Vec<Rewrite>,
+    pub registries: Vec<Rewrite>,
 }
 
 /// The manifest's `cluster:` key and where it is.
@@ -128,12 +139,34 @@ pub struct ImageSpec {
     pub source: Reference,
     /// `file:line:col` of the entry, for error messages.
     pub location: String,
+    /// Set when a registry mirror moves the pull elsewhere; `source` stays what the index records.
+    pub mirror: Option<ImageMirror>,
+}
+
+/// Where an image is really pulled from, and the rule that sent it there.
+#[derive(Debug, Clone)]
+pub struct ImageMirror {
+    pub pull: Reference,
+    pub rule: Rewrite,
 }
 
 impl ImageSpec {
-    /// The pull reference as a string (fully qualified).
+    /// The canonical source as a string (fully qualified): what the index records.
     pub fn source_text(&self) -> String {
         self.source.whole()
+    }
+
+    /// The reference actually pulled: the mirror's, or the source.
+    pub fn pull_reference(&self) -> &Reference {
+        self.mirror.as_ref().map_or(&self.source, |m| &m.pull)
+    }
+
+    /// The pull reference for messages, saying what it mirrors.
+    pub fn pull_text(&self) -> String {
+        match &self.mirror {
+            Some(m) => format!("{} (mirror of {})", m.pull.whole(), self.source.whole()),
+            None => self.source.whole(),
+        }
     }
 }
 
@@ -147,6 +180,25 @@ pub struct ArtifactSpec {
     pub archive_member: Option<String>,
     /// `file:line:col` of the entry, for error messages.
     pub location: String,
+    /// Where `url` and `sha256_url` are really fetched from, when a mirror moves them.
+    pub mirror: ArtifactMirror,
+}
+
+/// Mirrors of an artifact's download and of its checksum file (each may move or not).
+#[derive(Debug, Clone, Default)]
+pub struct ArtifactMirror {
+    pub url: Option<Redirect>,
+    pub checksum: Option<Redirect>,
+}
+
+impl ArtifactMirror {
+    /// The URL to fetch for `canonical`, and how to name it in messages.
+    pub fn fetch<'a>(redirect: Option<&'a Redirect>, canonical: &'a str) -> (&'a str, String) {
+        match redirect {
+            Some(r) => (r.url.as_str(), format!("{} (mirror of {canonical})", r.url)),
+            None => (canonical, canonical.to_owned()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -195,6 +247,23 @@ struct RawManifest {
     binaries: Vec<Spanned<RawArtifact>>,
     #[serde(default)]
     files: Vec<Spanned<RawArtifact>>,
+    mirrors: Option<RawMirrors>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMirrors {
+    #[serde(default)]
+    files: Vec<Spanned<RawRewrite>>,
+    #[serde(default)]
+    registries: Vec<Spanned<RawRewrite>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRewrite {
+    from: String,
+    to: String,
 }
 
 /// An image entry: either a bare reference string or `{name, from}`.
@@ -362,11 +431,47 @@ fn validate(raw: RawManifest, file: &str, base_dir: &Path) -> Result<Manifest, M
             name,
             source,
             location: at(loc),
+            mirror: None,
         });
     }
 
     let binaries = validate_artifacts(&raw.binaries, "binary", file, base_dir)?;
     let files = validate_artifacts(&raw.files, "file", file, base_dir)?;
+
+    let mut mirrors = ManifestMirrors::default();
+    if let Some(raw_mirrors) = &raw.mirrors {
+        for (entries, out, kind) in [
+            (&raw_mirrors.files, &mut mirrors.files, "mirrors.files"),
+            (
+                &raw_mirrors.registries,
+                &mut mirrors.registries,
+                "mirrors.registries",
+            ),
+        ] {
+            for entry in entries {
+                let loc = &entry.referenced;
+                let origin = at(loc);
+                let (from, to) = (entry.value.from.trim(), entry.value.to.trim());
+                let rule = if kind == "mirrors.files" {
+                    mirror::url_rule(from, to, &origin)
+                } else {
+                    mirror::registry_rule(from, to, &origin)
+                }
+                .map_err(|msg| invalid(loc, kind, msg))?;
+                if let Some(previous) = out.iter().find(|r: &&Rewrite| r.from == rule.from) {
+                    return Err(invalid(
+                        loc,
+                        kind,
+                        format!(
+                            "duplicate rule for {} (first at {})",
+                            rule.from, previous.origin
+                        ),
+                    ));
+                }
+                out.push(rule);
+            }
+        }
+    }
 
     Ok(Manifest {
         file: PathBuf::from(file),
@@ -377,6 +482,7 @@ fn validate(raw: RawManifest, file: &str, base_dir: &Path) -> Result<Manifest, M
         images,
         binaries,
         files,
+        mirrors,
     })
 }
 
@@ -465,6 +571,7 @@ fn validate_artifacts(
             origin,
             archive_member,
             location,
+            mirror: ArtifactMirror::default(),
         });
     }
     Ok(out)
@@ -716,6 +823,61 @@ mod tests {
         let text = "name: lab\nversion: '1'\nimages:\n  - busybox\n  - {name: 'ilha.test/x:1', from: '127.0.0.1:5880/x:1'}\n";
         let manifest = parse_str(text).unwrap();
         assert_eq!(manifest.images[0].name, "docker.io/library/busybox:latest");
+    }
+}
+
+#[cfg(test)]
+mod mirror_tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Manifest, ManifestError> {
+        parse(Path::new("m.yaml"), text)
+    }
+
+    #[test]
+    fn mirrors_key_parses_with_locations() {
+        let m = parse_str(
+            "name: lab\nversion: '1'\nmirrors:\n  files:\n    - {from: 'https://dl.k8s.io/', to: 'https://m.example/k8s'}\n  registries:\n    - from: registry.k8s.io\n      to: nexus.example:8443/k8s\n",
+        )
+        .unwrap();
+        assert_eq!(m.mirrors.files[0].from, "https://dl.k8s.io");
+        assert_eq!(m.mirrors.files[0].origin, "m.yaml:5:7");
+        assert_eq!(m.mirrors.registries[0].to, "nexus.example:8443/k8s");
+        assert!(m.mirrors.registries[0].origin.starts_with("m.yaml:7:"));
+    }
+
+    #[test]
+    fn bad_mirrors_name_the_line() {
+        for (entry, needle) in [
+            (
+                "files:\n    - {from: dl.k8s.io, to: 'https://m.example'}",
+                "is not a URL",
+            ),
+            (
+                "files:\n    - {from: 'https://a.example', too: 'https://m.example'}",
+                "too",
+            ),
+            (
+                "registries:\n    - {from: registry.k8s.io, to: 'https://nexus.example'}",
+                "without a scheme",
+            ),
+            (
+                "registries:\n    - {from: registry.k8s.io, to: 'mirror/k8s'}",
+                "registry host",
+            ),
+            (
+                "files:\n    - {from: 'https://a.example', to: 'https://m.example'}\n    - {from: 'https://a.example/', to: 'https://n.example'}",
+                "duplicate rule for https://a.example (first at m.yaml:5:7)",
+            ),
+        ] {
+            let text = format!("name: lab\nversion: '1'\nmirrors:\n  {entry}\n");
+            let err = parse_str(&text).unwrap_err().to_string();
+            assert!(
+                err.starts_with("m.yaml:5:") || err.starts_with("m.yaml:6:"),
+                "{entry}: {err}"
+            );
+            assert!(err.contains(needle), "{entry}: {err}");
+        }
     }
 }
 

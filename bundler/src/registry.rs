@@ -114,7 +114,7 @@ impl Registry {
         Error::Registry {
             image: spec.name.clone(),
             location: spec.location.clone(),
-            source_ref: spec.source_text(),
+            source_ref: spec.pull_text(),
             what: what.to_owned(),
             message: chain(err),
         }
@@ -130,14 +130,14 @@ impl Registry {
 
     /// Fetches the manifest (through an index if needed) and checks its digest.
     pub async fn resolve(&self, spec: &ImageSpec) -> Result<ResolvedImage> {
-        let auth = docker_config_auth(spec.source.resolve_registry());
+        let auth = docker_config_auth(spec.pull_reference().resolve_registry());
         let (bytes, _) = self
             .client
-            .pull_manifest_raw(&spec.source, &auth, ACCEPTED_MANIFESTS)
+            .pull_manifest_raw(spec.pull_reference(), &auth, ACCEPTED_MANIFESTS)
             .await
             .map_err(|e| self.registry_error(spec, "manifest", &e))?;
         let top_digest = Sha256::of(&bytes);
-        if let Some(pinned) = spec.source.digest()
+        if let Some(pinned) = spec.pull_reference().digest()
             && pinned != top_digest.to_oci()
         {
             return Err(Self::image_error(
@@ -152,7 +152,9 @@ impl Registry {
         let (bytes, probe, digest) = match probe.manifests {
             Some(entries) => {
                 let chosen = self.pick_platform(spec, &entries)?;
-                let platform_ref = spec.source.clone_with_digest(chosen.digest.clone());
+                let platform_ref = spec
+                    .pull_reference()
+                    .clone_with_digest(chosen.digest.clone());
                 let (bytes, _) = self
                     .client
                     .pull_manifest_raw(&platform_ref, &auth, ACCEPTED_MANIFESTS)
@@ -274,7 +276,7 @@ impl Registry {
         let what = format!("blob {}", blob.digest);
         let mut stream = self
             .client
-            .pull_blob_stream(&spec.source, &desc)
+            .pull_blob_stream(spec.pull_reference(), &desc)
             .await
             .map_err(|e| self.registry_error(spec, &what, &e))?;
         let tmp = staging.tmp_path();
@@ -313,7 +315,7 @@ impl Registry {
             return Err(Error::DigestMismatch {
                 what: format!("image {} blob", spec.name),
                 location: spec.location.clone(),
-                url: spec.source_text(),
+                url: spec.pull_text(),
                 expected: expected.to_string(),
                 found: found.to_string(),
             });
