@@ -939,7 +939,21 @@ mod shipped_manifests {
                     .any(|i| ilha_format::cluster::COREDNS.matches(&i.name)),
                 "{file_name}: CoreDNS image"
             );
+            // etcd >= 3.6 has snapshot status/restore only in etcdutl.
+            assert!(
+                manifest.binaries.iter().any(|b| b.name == "etcdutl"),
+                "{file_name}: etcdutl"
+            );
             for binary in &manifest.binaries {
+                // Statically linked where upstream offers it: runs on hosts older than glibc 2.35.
+                if ["containerd", "containerd-shim-runc-v2", "ctr"].contains(&binary.name.as_str())
+                {
+                    assert!(
+                        binary.origin.source_text().contains("/containerd-static-"),
+                        "{file_name}: {} from the static archive",
+                        binary.name
+                    );
+                }
                 let super::ArtifactOrigin::Url { url, checksum } = &binary.origin else {
                     panic!("{file_name}: {} is not downloaded", binary.name);
                 };
