@@ -19,6 +19,7 @@ pub mod mirror;
 pub mod newer_etcd;
 pub mod oci;
 pub mod registry;
+pub mod upstream;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -82,6 +83,8 @@ pub struct Served {
     pub registry: SocketAddr,
     pub mirror: SocketAddr,
     pub mirror_root: PathBuf,
+    /// The upstream manifest's layout, with stand-in bytes (see [`upstream`]).
+    pub upstream: upstream::Published,
 }
 
 impl Served {
@@ -205,11 +208,16 @@ pub fn ensure_served(config: &LabConfig) -> Result<Served> {
     for image in &artifacts.images {
         registry::push(image)?;
     }
+    // Debian's etcd 3.5 stands in for the upstream archive's etcdutl (etcd 3.4 has none).
+    let newer = newer_etcd::ensure(&config.cache_dir)?;
+    let etcdutl = newer.etcd.with_file_name("etcdutl");
+    let upstream = upstream::populate(&mirror_root, &artifacts, &etcdutl)?;
     Ok(Served {
         artifacts,
         registry: registry_addr(),
         mirror: mirror_addr(),
         mirror_root,
+        upstream,
     })
 }
 
