@@ -107,7 +107,7 @@ impl Downloader {
         }
         let sha256 = match &spec.origin {
             ArtifactOrigin::Url { url, checksum } => {
-                let expected = self
+                let (expected, expected_shown) = self
                     .expected_sha256(checksum, url, spec.mirror.checksum.as_ref())
                     .await
                     .map_err(|(at, m)| fail(&at, m))?;
@@ -129,7 +129,7 @@ impl Downloader {
                         what: format!("{} {}", kind.label(), spec.name),
                         location: spec.location.clone(),
                         url: shown,
-                        expected: expected.to_string(),
+                        expected: expected_shown,
                         found: found.to_string(),
                     });
                 }
@@ -292,7 +292,7 @@ impl Downloader {
                     url: url.to_owned(),
                     message,
                 };
-                let expected = self
+                let (expected, expected_shown) = self
                     .expected_sha256(checksum, url, mirror.checksum.as_ref())
                     .await
                     .map_err(|(at, m)| fetch_failed(&at, m))?;
@@ -305,7 +305,7 @@ impl Downloader {
                     let _ = std::fs::remove_file(&tmp);
                     return Err(ArchiveFailure::Mismatch {
                         url: shown,
-                        expected: expected.to_string(),
+                        expected: expected_shown,
                         found: found.to_string(),
                     });
                 }
@@ -398,16 +398,18 @@ impl Downloader {
         checksum: &Checksum,
         url: &str,
         checksum_mirror: Option<&Redirect>,
-    ) -> std::result::Result<Sha256, (String, String)> {
+    ) -> std::result::Result<(Sha256, String), (String, String)> {
         match checksum {
             Checksum::Sha256(hex) => hex
                 .parse::<Sha256>()
+                .map(|sha| (sha, sha.to_string()))
                 .map_err(|e| (url.to_owned(), e.to_string())),
             Checksum::Url(sum_url) => {
                 let (fetch_url, shown) = ArtifactMirror::fetch(checksum_mirror, sum_url);
-                self.fetch_checksum(fetch_url, url)
-                    .await
-                    .map_err(|m| (shown, m))
+                match self.fetch_checksum(fetch_url, url).await {
+                    Ok(sha) => Ok((sha, format!("{sha} (from {shown})"))),
+                    Err(m) => Err((shown, m)),
+                }
             }
         }
     }
