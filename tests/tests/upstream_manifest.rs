@@ -117,7 +117,7 @@ async fn upstream_manifest_builds_unchanged_through_mirrors() {
                     .starts_with("127.0.0.1:5880/registry.k8s.io/"),
             "{source}"
         );
-        assert_eq!(source.rule.origin.starts_with("--"), true, "{source}");
+        assert!(source.rule.origin.starts_with("--"), "{source}");
     }
 
     // The signature, by the stock minisign tool.

@@ -4,4 +4,5 @@ mod archive;
 mod build;
 mod cluster;
 mod errors;
+mod mirrors;
 mod support;
