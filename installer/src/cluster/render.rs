@@ -418,8 +418,8 @@ pub const ROUTES_NODE_ADDRESS: &str = "node_address=";
 /// A script that routes every other node's pod range to that node and the service range to this
 /// node's cluster interface, run at boot by a unit (and again by every `up` that changes it).
 ///
-/// The service route: a host-network client (kubelet's probes, a CNI agent, a node-local DNS
-/// cache) connecting to a ClusterIP needs a route for it when the socket connects, before
+/// The service route: a host-network client (a CNI agent, a node-local DNS cache, `kubectl` on
+/// a master) connecting to a ClusterIP needs a route for it when the socket connects, before
 /// kube-proxy's DNAT in the nat OUTPUT chain rewrites the address. With a default route any
 /// address has one; without (common in air gaps) the kernel answers "Network is unreachable".
 /// It goes on every node, whether or not it has a default route: the script then does not
