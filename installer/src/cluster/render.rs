@@ -410,11 +410,44 @@ pub fn cni_conflist(plan: &ClusterPlan, host: &HostPlan) -> Option<RemoteFile> {
     ))
 }
 
-/// A script that routes every other node's pod range to that node, run at boot by a unit.
+/// The routes script's line naming the service range it routes (`reset` reads it back).
+pub const ROUTES_SERVICE_RANGE: &str = "service_range=";
+/// The routes script's line naming the node's cluster address, the service route's source.
+pub const ROUTES_NODE_ADDRESS: &str = "node_address=";
+
+/// A script that routes every other node's pod range to that node and the service range to this
+/// node's cluster interface, run at boot by a unit (and again by every `up` that changes it).
+///
+/// The service route: a host-network client (a CNI agent, a node-local DNS cache, `kubectl` on
+/// a master) connecting to a ClusterIP needs a route for it when the socket connects, before
+/// kube-proxy's DNAT in the nat OUTPUT chain rewrites the address. With a default route any
+/// address has one; without (common in air gaps) the kernel answers "Network is unreachable".
+/// It goes on every node, whether or not it has a default route: the script then does not
+/// depend on what the host looked like when `up` ran, and a default route that goes later
+/// breaks nothing. Where a default route exists (on this interface or another), a connection
+/// to a Service now starts from the cluster address instead of the default interface's; kube-proxy
+/// masquerades Service traffic from outside the pod range (its `clusterCIDR`), so what leaves the
+/// host carries the address of the interface towards the endpoint either way. NodePorts are the
+/// node's own addresses, untouched. A ClusterIP no Service holds is no longer sent to the
+/// default gateway: it fails on the host (no neighbour answers on the cluster interface).
 pub fn routes_script(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
-    let mut text = String::from(
-        "#!/bin/sh\n# Written by ilha: each node's pod range is reached through that node.\nset -e\n\
-         sysctl -qw net.ipv4.ip_forward=1\n",
+    let mut text = format!(
+        "#!/bin/sh\n# Written by ilha: the service range is reached through this node's cluster \
+         interface, each node's pod range through that node.\nset -e\n\
+         sysctl -qw net.ipv4.ip_forward=1\n\
+         # Host-network clients need a route to a ClusterIP before kube-proxy rewrites it (there is\n\
+         # none without a default route). The interface is looked up now: names change across boots.\n\
+         {ROUTES_SERVICE_RANGE}{range}\n{ROUTES_NODE_ADDRESS}{address}\n\
+         dev=$(ip -o addr show to \"$node_address\" | awk '{{ print $2; exit }}')\n\
+         if [ -z \"$dev\" ]; then\n  \
+           echo \"ilha-routes: no interface has $node_address (this node's cluster address, the \
+         inventory's ip=): the service range $service_range is not routed; give the host its \
+         address back, or fix ip= and run ilha up\" >&2\n  \
+           exit 1\n\
+         fi\n\
+         ip route replace \"$service_range\" dev \"$dev\" src \"$node_address\"\n",
+        range = plan.config.service_cidr,
+        address = host.ip,
     );
     for other in plan.nodes().filter(|n| n.name != host.name) {
         if let Some(cidr) = other.pod_cidr {
@@ -430,7 +463,7 @@ pub fn routes_script(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
 
 pub fn routes_unit() -> RemoteFile {
     let text = format!(
-        "# Written by ilha.\n[Unit]\nDescription=ilha: routes to the other nodes' pod ranges\n\
+        "# Written by ilha.\n[Unit]\nDescription=ilha: routes to the service range and the other nodes' pod ranges\n\
          After=network-online.target\nWants=network-online.target\nBefore=kubelet.service\n\n\
          [Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart={ROUTES_SCRIPT}\n\n\
          [Install]\nWantedBy=multi-user.target\n"
@@ -591,12 +624,86 @@ mod tests {
         let plan = plan_for("v1.20.2");
         let h4 = &plan.hosts[3];
         let script = text(&routes_script(&plan, h4));
-        assert_eq!(script.matches("ip route replace").count(), 5);
+        assert_eq!(script.matches("ip route replace 10.244.").count(), 5);
         assert!(!script.contains("# node4"));
         assert!(script.contains("ip route replace 10.244.0.0/24 via 10.0.0.1 # node1"));
         let cni = text(&cni_conflist(&plan, h4).unwrap());
         assert!(cni.contains("\"subnet\": \"10.244.3.0/24\""));
         serde_json::from_str::<serde_json::Value>(&cni).expect("conflist is JSON");
+    }
+
+    /// Runs the routes script of `host` under `sh` with stand-ins for `ip` and `sysctl` that log
+    /// their arguments; `ip -o addr show to ADDRESS` answers with `addresses` (as `ip` prints
+    /// them). Returns the exit status, the log and stderr.
+    fn run_routes_script(
+        plan: &ClusterPlan,
+        host: &HostPlan,
+        addresses: &str,
+    ) -> (bool, String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let fake = |name: &str, body: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(
+                &path,
+                format!("#!/bin/sh\necho \"{name} $*\" >> {}\n{body}", log.display()),
+            )
+            .unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+        };
+        fake("sysctl", "");
+        fake(
+            "ip",
+            &format!(
+                "[ \"$1 $2 $3\" = '-o addr show' ] && printf '%s' {}\nexit 0\n",
+                crate::ssh::shell_quote(addresses)
+            ),
+        );
+        let script = text(&routes_script(plan, host));
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .env("PATH", format!("{}:/usr/bin:/bin", dir.path().display()))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    #[test]
+    fn the_service_range_goes_to_the_interface_holding_the_cluster_address() {
+        let mut plan = plan_for("v1.20.2");
+        plan.config.service_cidr = "10.233.0.0/18".parse().unwrap();
+        let h4 = plan.hosts[3].clone();
+        let (ok, log, stderr) = run_routes_script(
+            &plan,
+            &h4,
+            "3: ens4    inet 10.0.0.4/24 brd 10.0.0.255 scope global ens4\\       valid_lft forever preferred_lft forever\n",
+        );
+        assert!(ok, "{stderr}");
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines[0], "sysctl -qw net.ipv4.ip_forward=1");
+        assert_eq!(lines[1], "ip -o addr show to 10.0.0.4");
+        assert_eq!(
+            lines[2],
+            "ip route replace 10.233.0.0/18 dev ens4 src 10.0.0.4"
+        );
+        // Then the five other nodes' pod ranges, through them.
+        assert_eq!(lines[3], "ip route replace 10.244.0.0/24 via 10.0.0.1");
+        assert_eq!(lines.len(), 8, "{log}");
+
+        // The address on no interface: nothing routed, the failure names address and range.
+        let (ok, log, stderr) = run_routes_script(&plan, &h4, "");
+        assert!(!ok);
+        assert!(!log.contains("route replace"), "{log}");
+        assert!(
+            stderr.contains("no interface has 10.0.0.4 (this node's cluster address, the inventory's ip=): the service range 10.233.0.0/18 is not routed"),
+            "{stderr}"
+        );
     }
 
     #[test]

@@ -447,7 +447,7 @@ pub fn host_steps(
             &deps,
         ));
         let (archive, archive_sha) = images_archive;
-        let import = images_script(&bundle.index.images);
+        let import = images_script(&bundle.index.images, &bundle.requirements.images);
         steps.push(Step::new(
             "images",
             Phase::Nodes,
@@ -520,15 +520,33 @@ pub fn host_steps(
     Ok(steps)
 }
 
-/// The images step's script: import the archive, then check every image of the bundle is there.
-/// Every image name is quoted as one shell word wherever it appears (the index's validation
-/// already keeps shell metacharacters out of them; this does not rely on it).
-fn images_script(images: &[ilha_format::ImageRecord]) -> String {
-    // The list is captured first: `ctr … | grep -q` under pipefail fails whenever grep
+/// The label containerd's CRI plugin reads to report an image as pinned (CRI `Image.pinned`).
+/// containerd knows it from 1.7.0 (1.6.22 on the 1.6 branch), and honours it on an image made
+/// outside CRI, as `ctr images import` makes them, from 1.7.10 (and the 1.6 backport, containerd
+/// PR #9382). A kubelet that reads `pinned` never garbage-collects the image: the field reaches
+/// kubelet's image GC from 1.29 (and the September 2023 patch releases of 1.25-1.28; 1.23-1.28 as
+/// first released dropped it). The lab's containerd 1.6.20 predates the label and its kubelet
+/// 1.20 the field, and newer ones cannot be built here: on the lab the label is carried and
+/// checked, not acted on. Kubelet 1.20 keeps from its image GC only the image its
+/// `--pod-infra-container-image` names (default `k8s.gcr.io/pause:3.2`, the pause image the
+/// bundle has for 1.20).
+pub const PINNED_LABEL: &str = "io.cri-containerd.pinned=pinned";
+
+/// The images step's script: import the archive, check every image of the bundle is there, then
+/// label pinned the images the cluster itself needs (`required`: the pause image), so that an
+/// air-gapped node, which can never pull them again, does not lose them to image GC. Every image
+/// name is quoted as one shell word wherever it appears (the index's validation already keeps
+/// shell metacharacters out of them; this does not rely on it).
+fn images_script(
+    images: &[ilha_format::ImageRecord],
+    required: &[ilha_format::cluster::RequiredImage],
+) -> String {
+    let ctr = format!("{BIN_DIR}/ctr --namespace k8s.io");
+    // The lists are captured first: `ctr … | grep -q` under pipefail fails whenever grep
     // exits before ctr has written everything.
     let mut import = format!(
-        "{BIN_DIR}/ctr --namespace k8s.io images import {IMAGES_ARCHIVE} >/dev/null\n\
-         present=$({BIN_DIR}/ctr --namespace k8s.io images list --quiet)\n"
+        "{ctr} images import {IMAGES_ARCHIVE} >/dev/null\n\
+         present=$({ctr} images list --quiet)\n"
     );
     for image in images {
         let _ = writeln!(
@@ -537,6 +555,37 @@ fn images_script(images: &[ilha_format::ImageRecord]) -> String {
             crate::ssh::shell_quote(&image.name),
             crate::ssh::shell_quote(&format!("image {} missing after import", image.name)),
         );
+    }
+    // The bundle's own names for them (a name may also pin the digest).
+    let to_pin: Vec<&str> = images
+        .iter()
+        .map(|image| image.name.as_str())
+        .filter(|name| required.iter().any(|r| r.is_satisfied_by(name)))
+        .collect();
+    for name in &to_pin {
+        let _ = writeln!(
+            import,
+            "{ctr} images label {} {PINNED_LABEL} >/dev/null",
+            crate::ssh::shell_quote(name),
+        );
+    }
+    if !to_pin.is_empty() {
+        let (key, value) = PINNED_LABEL.split_once('=').expect("key=value");
+        let _ = writeln!(
+            import,
+            "pinned=$({ctr} images list --quiet {})",
+            crate::ssh::shell_quote(&format!("labels.\"{key}\"=={value}")),
+        );
+        for name in &to_pin {
+            let _ = writeln!(
+                import,
+                "grep -Fxq {} <<<\"$pinned\" || {{ echo {} >&2; exit 1; }}",
+                crate::ssh::shell_quote(name),
+                crate::ssh::shell_quote(&format!(
+                    "image {name} is not labelled {PINNED_LABEL} after `ctr images label`"
+                )),
+            );
+        }
     }
     import.push_str(&format!("rm -f {IMAGES_ARCHIVE}\n"));
     import
@@ -581,33 +630,160 @@ mod images_step_tests {
         }
     }
 
-    /// Runs the script's checking lines under bash with `present` set as `ctr` would list it.
-    fn run_checks(script: &str, present: &str, dir: &Path) -> std::process::Output {
-        // Everything between `present=$(ctr …)` and the final `rm` (a name may span lines).
-        let (_, after_present) = script.split_once(" images list --quiet)\n").unwrap();
-        let checks = after_present
-            .strip_suffix(&format!("rm -f {IMAGES_ARCHIVE}\n"))
+    fn pause(reference: &str) -> ilha_format::cluster::RequiredImage {
+        ilha_format::cluster::RequiredImage {
+            purpose: ilha_format::cluster::ImagePurpose::Pause,
+            reference: reference.into(),
+        }
+    }
+
+    /// What a run of the images script did with a stand-in `ctr`.
+    struct Run {
+        status: Option<i32>,
+        stderr: String,
+        /// `(image, label)` of each `ctr images label`.
+        labelled: Vec<(String, String)>,
+        /// The filter of `ctr images list --quiet FILTER`, if one ran.
+        filter: Option<String>,
+    }
+
+    /// Runs the whole script under bash in `cwd`, with a stand-in `ctr` that lists `present`
+    /// as imported, records every label it is asked to set and, unless `labels_stick` is false,
+    /// lists the labelled images for a filtered listing.
+    fn run(script: &str, present: &str, labels_stick: bool, cwd: &Path) -> Run {
+        let state = tempfile::tempdir().unwrap();
+        let ctr = state.path().join("ctr");
+        std::fs::write(
+            &ctr,
+            r#"#!/bin/bash
+shift 2 # --namespace k8s.io
+case "$2" in
+  import) ;;
+  label)
+    printf '%s\t%s\0' "$3" "$4" >> "$STATE/labelled"
+    [ "$LABELS_STICK" = 0 ] || printf '%s\n' "$3" >> "$STATE/pinned" ;;
+  list)
+    if [ $# -gt 3 ]; then
+      printf '%s' "$4" > "$STATE/filter"
+      cat "$STATE/pinned" 2>/dev/null || true
+    else
+      printf '%s\n' "$PRESENT"
+    fi ;;
+  *) exit 2 ;;
+esac
+"#,
+        )
+        .unwrap();
+        std::fs::set_permissions(&ctr, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
-        std::process::Command::new("bash")
+        let archive = state.path().join("images.tar");
+        let script = script
+            .replace(&format!("{BIN_DIR}/ctr "), &format!("{} ", ctr.display()))
+            .replace(IMAGES_ARCHIVE, archive.to_str().unwrap());
+        let out = std::process::Command::new("bash")
             .arg("-c")
-            .arg(format!(
-                "set -euo pipefail\npresent={}\n{checks}",
-                crate::ssh::shell_quote(present)
-            ))
-            .current_dir(dir)
+            .arg(format!("set -euo pipefail\n{script}"))
+            .env("STATE", state.path())
+            .env("PRESENT", present)
+            .env("LABELS_STICK", if labels_stick { "1" } else { "0" })
+            .current_dir(cwd)
             .output()
-            .unwrap()
+            .unwrap();
+        let labelled = std::fs::read_to_string(state.path().join("labelled"))
+            .unwrap_or_default()
+            .split_terminator('\0')
+            .map(|pair| {
+                let (image, label) = pair.split_once('\t').unwrap();
+                (image.to_string(), label.to_string())
+            })
+            .collect();
+        Run {
+            status: out.status.code(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            labelled,
+            filter: std::fs::read_to_string(state.path().join("filter")).ok(),
+        }
+    }
+
+    #[test]
+    fn the_import_labels_exactly_the_required_images_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = [
+            image("ilha.test/busybox:1"),
+            image("k8s.gcr.io/pause:3.2"),
+            // Another pause, not the one this Kubernetes version requires.
+            image("k8s.gcr.io/pause:3.1"),
+        ];
+        let script = images_script(&images, &[pause("k8s.gcr.io/pause:3.2")]);
+        assert!(
+            script.contains(
+                "/usr/local/bin/ctr --namespace k8s.io images label 'k8s.gcr.io/pause:3.2' \
+                 io.cri-containerd.pinned=pinned >/dev/null\n"
+            ),
+            "{script}"
+        );
+        let all = "ilha.test/busybox:1\nk8s.gcr.io/pause:3.2\nk8s.gcr.io/pause:3.1";
+        let done = run(&script, all, true, dir.path());
+        assert_eq!(done.status, Some(0), "{}", done.stderr);
+        assert_eq!(
+            done.labelled,
+            [(
+                "k8s.gcr.io/pause:3.2".to_string(),
+                "io.cri-containerd.pinned=pinned".to_string()
+            )]
+        );
+        assert_eq!(
+            done.filter.as_deref(),
+            Some(r#"labels."io.cri-containerd.pinned"==pinned"#)
+        );
+
+        // A label that does not take: the step fails, naming the image and the label.
+        let done = run(&script, all, false, dir.path());
+        assert_eq!(done.status, Some(1));
+        assert_eq!(
+            done.stderr,
+            "image k8s.gcr.io/pause:3.2 is not labelled io.cri-containerd.pinned=pinned after \
+             `ctr images label`\n"
+        );
+
+        // The bundle names the pause image with its digest too: that name is the one labelled.
+        let pinned_by_digest = format!("k8s.gcr.io/pause:3.2@sha256:{}", "a".repeat(64));
+        let script = images_script(
+            &[image(&pinned_by_digest), image("ilha.test/busybox:1")],
+            &[pause("k8s.gcr.io/pause:3.2")],
+        );
+        let done = run(
+            &script,
+            &format!("{pinned_by_digest}\nilha.test/busybox:1"),
+            true,
+            dir.path(),
+        );
+        assert_eq!(done.status, Some(0), "{}", done.stderr);
+        assert_eq!(done.labelled.len(), 1);
+        assert_eq!(done.labelled[0].0, pinned_by_digest);
+
+        // Nothing required in the bundle (refused earlier, by the requirement list): no label,
+        // no filtered listing.
+        let script = images_script(
+            &[image("ilha.test/busybox:1")],
+            &[pause("k8s.gcr.io/pause:3.2")],
+        );
+        assert!(!script.contains(" images label "), "{script}");
+        let done = run(&script, "ilha.test/busybox:1", true, dir.path());
+        assert_eq!(done.status, Some(0), "{}", done.stderr);
+        assert!(done.labelled.is_empty() && done.filter.is_none());
     }
 
     #[test]
     fn every_image_name_is_one_quoted_word() {
         let dir = tempfile::tempdir().unwrap();
         // A valid name, and one that only a hand-made index could carry (the index's validation
-        // refuses it, see `ilha_format::names`): neither may run anything.
+        // refuses it, see `ilha_format::names`): neither may run anything, even as the name of
+        // the pause image.
         let valid = "registry.k8s.io/pause:3.2";
         let hostile = "it's$(touch pwned1)`touch pwned2`;touch pwned3\ntouch pwned4 '";
         assert!(ilha_format::names::check_image_reference(hostile).is_err());
-        let script = images_script(&[image(valid), image(hostile)]);
+        let script = images_script(&[image(valid), image(hostile)], &[pause(hostile)]);
         assert!(script.starts_with(&format!("{BIN_DIR}/ctr --namespace k8s.io images import ")));
         assert!(script.ends_with(&format!("rm -f {IMAGES_ARCHIVE}\n")));
         assert!(
@@ -618,14 +794,16 @@ mod images_step_tests {
             "{script}"
         );
 
-        // Both present: the checks pass, and nothing ran.
-        let out = run_checks(&script, &format!("{valid}\n{hostile}"), dir.path());
-        assert!(out.status.success(), "{out:?}");
+        // Both present: the checks pass, the hostile name is labelled as one word, nothing ran.
+        let done = run(&script, &format!("{valid}\n{hostile}"), true, dir.path());
+        assert_eq!(done.status, Some(0), "{}", done.stderr);
+        assert_eq!(done.labelled.len(), 1);
+        assert_eq!(done.labelled[0].0, hostile);
         // The hostile one missing: it is named literally, and still nothing ran.
-        let out = run_checks(&script, valid, dir.path());
-        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let done = run(&script, valid, true, dir.path());
+        assert_eq!(done.status, Some(1));
         assert_eq!(
-            String::from_utf8_lossy(&out.stderr),
+            done.stderr,
             format!("image {hostile} missing after import\n")
         );
         let ran: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();

@@ -349,14 +349,29 @@ recorded_route() {
   done
   return 1
 }
+# What the routes script routes: `CIDR VIA` for each other node's pod range; the value of one of
+# its `NAME=VALUE` lines (the service range and the node address its route goes from).
+pod_routes() { sed -n 's/^ip route replace \([^ ]*\) via \([^ ]*\).*/\1 \2/p' "$1"; }
+script_value() { sed -n "s/^$2=\\([^ ]*\\)\$/\\1/p" "$1" | head -n 1; }
+# Whether the main table has a route for exactly CIDR whose WORD is VALUE (`via`, `src`).
+has_route() {
+  ip route show exact "$1" 2>/dev/null |
+    awk -v word="$2" -v value="$3" '{ for (i = 1; i < NF; i++) if ($i == word && $(i + 1) == value) found = 1 } END { exit !found }'
+}
 if [ -f "$ROUTES_SCRIPT" ]; then
   while read -r cidr via; do
     recorded_route "$cidr" && continue
-    if ip route show exact "$cidr" 2>/dev/null |
-      awk -v via="$via" '{ for (i = 1; i < NF; i++) if ($i == "via" && $(i + 1) == via) found = 1 } END { exit !found }'; then
+    if has_route "$cidr" via "$via"; then
       act "delete route $cidr via $via" ip route del "$cidr" via "$via"
     fi
-  done < <(sed -n 's/^ip route replace \([^ ]*\) via \([^ ]*\).*/\1 \2/p' "$ROUTES_SCRIPT")
+  done < <(pod_routes "$ROUTES_SCRIPT")
+  service_range=$(script_value "$ROUTES_SCRIPT" service_range)
+  node_address=$(script_value "$ROUTES_SCRIPT" node_address)
+  if [ -n "$service_range" ] && [ -n "$node_address" ] && ! recorded_route "$service_range" &&
+    has_route "$service_range" src "$node_address"; then
+    act "delete route $service_range src $node_address (the service range)" \
+      ip route del "$service_range" src "$node_address"
+  fi
 fi
 
 # 5. iptables: chains named KUBE-* and CNI-* (kube-proxy, the kubelet, CNI plugins), and the
@@ -677,6 +692,43 @@ mod tests {
             actions(out),
             ["done: stop kubelet.service", "would remove /etc/kubernetes"]
         );
+    }
+
+    /// What reset reads back from the routes script `up` rendered: the other nodes' pod routes
+    /// (not the service route), and the service range with the address its route goes from.
+    #[test]
+    fn reset_reads_every_route_the_routes_script_adds() {
+        let plan = plan_for("v1.20.2");
+        let worker = &plan.hosts[4];
+        let dir = tempfile::tempdir().unwrap();
+        let routes = dir.path().join("ilha-routes");
+        std::fs::write(&routes, render::routes_script(&plan, worker).content).unwrap();
+        let function = |name: &str| {
+            let line = BODY
+                .lines()
+                .find(|l| l.starts_with(&format!("{name}() {{")))
+                .unwrap_or_else(|| panic!("{name} missing from the teardown"));
+            format!("{line}\n")
+        };
+        let out = crate::cluster::tests_support::run_bash_ok(&format!(
+            "{}{}routes={}\npod_routes \"$routes\"\n\
+             echo \"range=$(script_value \"$routes\" service_range)\"\n\
+             echo \"address=$(script_value \"$routes\" node_address)\"\n\
+             echo \"none=$(script_value \"$routes\" no_such_value)\"\n",
+            function("pod_routes"),
+            function("script_value"),
+            shell_quote(routes.to_str().unwrap()),
+        ));
+        assert_eq!(
+            out,
+            "10.244.0.0/24 10.0.0.1\n10.244.1.0/24 10.0.0.2\n10.244.2.0/24 10.0.0.3\n\
+             10.244.3.0/24 10.0.0.4\n10.244.5.0/24 10.0.0.6\n\
+             range=10.96.0.0/12\naddress=10.0.0.5\nnone=\n"
+        );
+        // The names are the render's own.
+        let script = String::from_utf8(render::routes_script(&plan, worker).content).unwrap();
+        assert!(script.contains(&format!("\n{}10.96.0.0/12\n", render::ROUTES_SERVICE_RANGE)));
+        assert!(script.contains(&format!("\n{}10.0.0.5\n", render::ROUTES_NODE_ADDRESS)));
     }
 
     /// The iptables part, run against a dump in a sandbox: the chains and only the rules
