@@ -508,9 +508,8 @@ fn snapshots_through_etcdutl(
             "h{i}: {calls}"
         );
         assert!(
-            calls.contains(
-                "etcdutl snapshot restore /var/lib/ilha/restore/snapshot.db --name 'node"
-            ),
+            calls
+                .contains("etcdutl snapshot restore /var/lib/ilha/restore/snapshot.db --name node"),
             "h{i}: {calls}"
         );
     }
