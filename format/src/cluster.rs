@@ -171,6 +171,9 @@ fn repository_path(reference: &str) -> &str {
 pub struct Requirements {
     /// Unique by name.
     pub binaries: Vec<RequiredBinary>,
+    /// Installed where their roles say when the bundle carries them, never required (and never
+    /// also in `binaries`).
+    pub optional_binaries: Vec<RequiredBinary>,
     pub images: Vec<RequiredImage>,
     /// Used when present, never required.
     pub optional_images: Vec<OptionalImage>,
@@ -183,6 +186,19 @@ impl Requirements {
             .iter()
             .filter(move |b| b.needed_on(role))
             .map(|b| b.name)
+    }
+
+    /// Names of the binaries installed on hosts of `role` when the bundle has them.
+    pub fn optional_binaries_for(&self, role: NodeRole) -> impl Iterator<Item = &'static str> + '_ {
+        self.optional_binaries
+            .iter()
+            .filter(move |b| b.needed_on(role))
+            .map(|b| b.name)
+    }
+
+    /// Every binary ilha may install, required or optional.
+    pub fn all_binaries(&self) -> impl Iterator<Item = &RequiredBinary> + '_ {
+        self.binaries.iter().chain(&self.optional_binaries)
     }
 
     /// The reference of the image required for `purpose`.
@@ -345,6 +361,19 @@ const BASE_BINARIES: &[RequiredBinary] = &[
     },
 ];
 
+/// etcd's offline tool: reads (`snapshot status`) and restores (`snapshot restore`) snapshots,
+/// which etcdctl no longer does from etcd v3.6.0. It exists from etcd 3.5.
+const ETCDUTL: RequiredBinary = RequiredBinary {
+    name: "etcdutl",
+    roles: ETCD,
+};
+
+/// The first Kubernetes minor whose kubeadm pairs etcd 3.6, and so needs [`ETCDUTL`]: kubeadm's
+/// `SupportedEtcdVersion` (cmd/kubeadm/app/constants/constants.go) maps 29-32 to 3.5.24-0 on
+/// release-1.32, 31-33 to 3.5.24-0 and 34 to 3.6.5-0 on release-1.34, and 34-36 to 3.6.x on
+/// master (etcd 3.6.9-0 when read); v1.20-v1.21 pair 3.4.13 (no etcdutl), v1.22-v1.33 3.5.x.
+pub const ETCDUTL_REQUIRED_FROM_MINOR: u32 = 34;
+
 /// CNI plugins of [`Network::Bridge`]: `bridge` + `host-local` IPAM for pods, `loopback` for each
 /// pod's `lo`, `portmap` for `hostPort`.
 const BRIDGE_BINARIES: &[RequiredBinary] = &[
@@ -383,12 +412,25 @@ pub fn requirements(spec: &ClusterSpec) -> Result<Requirements, ClusterSpecError
     let network_binaries = match spec.network {
         Network::Bridge => BRIDGE_BINARIES,
     };
-    Ok(Requirements {
-        binaries: BASE_BINARIES
+    // Below 1.34 the etcd may be 3.4, which has no etcdutl: installed when the bundle has it.
+    let (required_etcdutl, optional_etcdutl) = if version.minor >= ETCDUTL_REQUIRED_FROM_MINOR {
+        (Some(ETCDUTL), None)
+    } else {
+        (None, Some(ETCDUTL))
+    };
+    let mut binaries: Vec<RequiredBinary> = BASE_BINARIES.to_vec();
+    if let Some(etcdutl) = required_etcdutl {
+        // Next to etcdctl, in messages and install order.
+        let after_etcdctl = binaries
             .iter()
-            .chain(network_binaries)
-            .copied()
-            .collect(),
+            .position(|b| b.name == "etcdctl")
+            .map_or(binaries.len(), |i| i + 1);
+        binaries.insert(after_etcdctl, etcdutl);
+    }
+    binaries.extend_from_slice(network_binaries);
+    Ok(Requirements {
+        binaries,
+        optional_binaries: optional_etcdutl.into_iter().collect(),
         images: vec![RequiredImage {
             purpose: ImagePurpose::Pause,
             reference: pause,
@@ -531,6 +573,70 @@ mod tests {
         assert_eq!(node.len(), 11);
         assert!(node.contains(&"kubectl") && node.contains(&"portmap"));
         assert!(!node.contains(&"etcd") && !node.contains(&"kube-apiserver"));
+    }
+
+    /// etcdutl is required from the first minor whose kubeadm pairs etcd 3.6 (1.34), and only
+    /// optional (installed when the bundle has it) below, where etcd 3.4 has none.
+    #[test]
+    fn etcdutl_is_required_from_1_34_and_optional_below() {
+        let names = |version: &str| -> (Vec<&'static str>, Vec<&'static str>) {
+            let req = requirements(&spec(version)).unwrap();
+            (
+                req.binaries_for(NodeRole::Etcd).collect(),
+                req.optional_binaries_for(NodeRole::Etcd).collect(),
+            )
+        };
+        for version in ["v1.20.2", "v1.21.14", "v1.22.0", "v1.30.1", "v1.33.5"] {
+            assert_eq!(
+                names(version),
+                (vec!["etcd", "etcdctl"], vec!["etcdutl"]),
+                "{version}"
+            );
+        }
+        for version in ["v1.34.0", "v1.35.2", "v1.36.0-rc.1", "v1.37.1"] {
+            assert_eq!(
+                names(version),
+                (vec!["etcd", "etcdctl", "etcdutl"], vec![]),
+                "{version}"
+            );
+        }
+        // Only on etcd hosts.
+        let req = requirements(&spec("v1.37.1")).unwrap();
+        assert!(
+            !req.binaries_for(NodeRole::ControlPlane)
+                .any(|b| b == "etcdutl")
+        );
+        assert!(!req.binaries_for(NodeRole::Node).any(|b| b == "etcdutl"));
+        let old = requirements(&spec("v1.20.2")).unwrap();
+        assert_eq!(old.optional_binaries_for(NodeRole::Node).count(), 0);
+        assert_eq!(
+            old.all_binaries().filter(|b| b.name == "etcdutl").count(),
+            1
+        );
+
+        // A 1.37 bundle without it is refused, naming it; a 1.20 bundle without it is complete.
+        let without: Vec<&str> = req
+            .binaries
+            .iter()
+            .map(|b| b.name)
+            .filter(|n| *n != "etcdutl")
+            .collect();
+        let found = missing_among(
+            &spec("v1.37.1"),
+            without.iter().copied(),
+            ["registry.k8s.io/pause:3.10.2"],
+        );
+        let text: Vec<String> = found.iter().map(ToString::to_string).collect();
+        assert_eq!(text, ["binary `etcdutl` (needed on etcd hosts)"]);
+        let old_names: Vec<&str> = old.binaries.iter().map(|b| b.name).collect();
+        assert!(
+            missing_among(
+                &spec("v1.20.2"),
+                old_names.iter().copied(),
+                ["k8s.gcr.io/pause:3.2"]
+            )
+            .is_empty()
+        );
     }
 
     #[test]

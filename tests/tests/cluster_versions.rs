@@ -6,6 +6,16 @@
 //! throughout. Then `up` with the first bundle is refused with both versions named, also with
 //! `--allow-downgrade`, and nothing on any host changes (binaries, units, journal, no staged
 //! file), checked over SSH.
+//!
+//! The same cluster then proves the snapshot paths through `etcdutl` (the second bundle carries
+//! Debian 13's etcdutl 3.5.16, installed next to etcd): every host's etcdctl is replaced by a
+//! stand-in for etcd 3.6's, which refuses `snapshot status` and `snapshot restore` (etcd v3.6.0
+//! removed them; no etcd 3.6 can be had here, so etcd 3.5.16's etcdctl with those two commands
+//! taken away is the stand-in) and passes everything else to the real one. First the hosts'
+//! etcdutl is hidden and `backup` must stop naming each member and what to do; then, etcdutl
+//! back, `backup` (its drill), `backup --schedule` (the timer's script), `restore`,
+//! `remove-node` of one member and `reset` all succeed, and etcdutl's own log on the hosts shows
+//! it did every status and restore.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -43,8 +53,8 @@ fn layout() -> Vec<Member> {
     ]
 }
 
-/// The lab's bundle with etcd and etcdctl taken from Debian 13's packages, signed with the lab
-/// bundle's own test key (built once, next to it).
+/// The lab's bundle with etcd and etcdctl taken from Debian 13's packages, plus their etcdutl,
+/// signed with the lab bundle's own test key (built once, next to it).
 /// Returns the bundle and the sha256 of its etcd.
 fn etcd35_bundle(lab_bundle: &ilha_e2e::cluster::LabBundle) -> (std::path::PathBuf, String) {
     let config = LabConfig::from_env();
@@ -54,7 +64,9 @@ fn etcd35_bundle(lab_bundle: &ilha_e2e::cluster::LabBundle) -> (std::path::PathB
             xtask::artifacts::newer_etcd::VERSION
         )
     });
-    let dir = lab_bundle.dir.join(format!("etcd-{}", newer.version));
+    let dir = lab_bundle
+        .dir
+        .join(format!("etcd-{}-etcdutl", newer.version));
     let out = dir.join("lab-etcd.tar.zst");
     let etcd_sha = sha(&newer.etcd);
     if out.is_file() {
@@ -82,6 +94,15 @@ fn etcd35_bundle(lab_bundle: &ilha_e2e::cluster::LabBundle) -> (std::path::PathB
                 sha(path)
             ));
             replaced += 1;
+            if line.trim() == "- name: etcdctl" {
+                // Optional for Kubernetes 1.20 (installed because the bundle has it).
+                manifest.push_str(&format!(
+                    "{}- name: etcdutl\n    path: {}\n    sha256: {}\n",
+                    &line[..line.find('-').unwrap()],
+                    newer.etcdutl.display(),
+                    sha(&newer.etcdutl)
+                ));
+            }
             continue;
         }
         let line = line
@@ -112,6 +133,53 @@ fn etcd35_bundle(lab_bundle: &ilha_e2e::cluster::LabBundle) -> (std::path::PathB
         &out,
     );
     (out, etcd_sha)
+}
+
+/// Where the real etcdctl and etcdutl wait on each host while the stand-ins are in place (/run:
+/// outside what `reset` compares with the pre-install record), with the log of their calls.
+const REAL: &str = "/run/lab-etcd";
+
+/// Puts on host `index` the stand-in for etcd 3.6's etcdctl (`snapshot status` and `snapshot
+/// restore` refused as etcd 3.6 refuses them, each refusal logged) and an etcdutl that logs its
+/// calls; both run the real binaries otherwise.
+fn install_stand_ins(lab: &FreshLab, index: usize) {
+    lab.ssh_ok(
+        index,
+        &format!(
+            r#"set -eu
+mkdir -p {REAL}
+[ -e {REAL}/etcdctl ] || mv /usr/local/bin/etcdctl {REAL}/etcdctl
+[ -e {REAL}/etcdutl ] || mv /usr/local/bin/etcdutl {REAL}/etcdutl
+cat > /usr/local/bin/etcdctl <<'STAND_IN'
+#!/bin/bash
+# Lab stand-in for etcd 3.6's etcdctl: no offline snapshot commands.
+case " $* " in
+  *" snapshot status "*|*" snapshot restore "*)
+    echo "refused: etcdctl $*" >> {REAL}/calls
+    echo 'Error: unknown command for "etcdctl snapshot"' >&2
+    exit 1 ;;
+esac
+exec {REAL}/etcdctl "$@"
+STAND_IN
+cat > /usr/local/bin/etcdutl <<'STAND_IN'
+#!/bin/bash
+echo "etcdutl $*" >> {REAL}/calls
+exec {REAL}/etcdutl "$@"
+STAND_IN
+chmod 0755 /usr/local/bin/etcdctl /usr/local/bin/etcdutl
+"#
+        ),
+    )
+    .unwrap_or_else(|err| panic!("h{index}: stand-ins: {err}"));
+}
+
+/// The calls the stand-ins logged on host `index` since the last look (the log is emptied).
+fn take_calls(lab: &FreshLab, index: usize) -> String {
+    lab.ssh_ok(
+        index,
+        &format!("cat {REAL}/calls 2>/dev/null || true; rm -f {REAL}/calls"),
+    )
+    .unwrap()
 }
 
 fn sha(path: &std::path::Path) -> String {
@@ -305,5 +373,197 @@ fn etcd_upgrades_one_member_at_a_time_and_an_older_bundle_is_refused() {
     for i in HOSTS {
         assert!(etcd_version(&lab, i).contains("3.5.16"), "h{i}");
     }
+    eprintln!(
+        "cluster_versions: versions part {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    snapshots_through_etcdutl(&lab, work.path(), &inventory, &config);
     eprintln!("cluster_versions: {:.0}s", started.elapsed().as_secs_f64());
+}
+
+/// Part 2, on the cluster upgraded to etcd 3.5.16 with etcdutl (see the module's comment).
+fn snapshots_through_etcdutl(
+    lab: &FreshLab,
+    work: &std::path::Path,
+    inventory: &std::path::Path,
+    config: &std::path::Path,
+) {
+    let started = Instant::now();
+    let newer = xtask::artifacts::newer_etcd::ensure(&LabConfig::from_env().cache_dir).unwrap();
+    let etcdutl = sha(&newer.etcdutl);
+    for i in HOSTS {
+        assert_eq!(
+            remote_sha(lab, i, "/usr/local/bin/etcdutl"),
+            etcdutl,
+            "h{i}: the bundle's etcdutl not installed"
+        );
+        // Listed for `reset`.
+        lab.ssh_ok(i, "grep -qx /usr/local/bin/etcdutl /var/lib/ilha/files")
+            .unwrap_or_else(|err| panic!("h{i}: etcdutl not in the installed files: {err}"));
+        install_stand_ins(lab, i);
+    }
+    let run = |args: &[&str]| {
+        let mut args = args.to_vec();
+        args.extend_from_slice(&[
+            "-i",
+            inventory.to_str().unwrap(),
+            "-c",
+            config.to_str().unwrap(),
+        ]);
+        ilha(lab, &args)
+    };
+    // The stand-in really refuses, as etcd 3.6's etcdctl does.
+    let refused = lab.ssh_ok(
+        1,
+        "/usr/local/bin/etcdctl -w json snapshot status /dev/null",
+    );
+    assert!(
+        refused.is_err_and(|err| err.to_string().contains("unknown command")),
+        "the etcd 3.6 stand-in answered snapshot status"
+    );
+    take_calls(lab, 1);
+
+    // 1. etcd "3.6" without etcdutl: backup stops, naming each member, what is missing and what
+    // to do, and never shows etcdctl's "unknown command".
+    let say_36 = r#"[ "$1" != version ] || { echo "etcdctl version: 3.6.5"; exit 0; }"#;
+    for i in HOSTS {
+        lab.ssh_ok(
+            i,
+            &format!(
+                "mv /usr/local/bin/etcdutl {REAL}/etcdutl.stand-in &&                  sed -i '2i {say_36}' /usr/local/bin/etcdctl &&                  /usr/local/bin/etcdctl version | grep -q 3.6.5"
+            ),
+        )
+        .unwrap_or_else(|err| panic!("h{i}: {err}"));
+    }
+    let kit = work.join("etcdutl-kit.tar.zst");
+    let out = run(&["backup", "--out", kit.to_str().unwrap(), "--no-encrypt"]);
+    let log = text(&out);
+    assert!(!out.status.success(), "{log}");
+    for host in ["node1", "node2", "node3"] {
+        assert!(log.contains(&format!("{host}: ")), "{host}: {log}");
+    }
+    assert_eq!(
+        log.matches(
+            "/usr/local/bin/etcdutl is missing and /usr/local/bin/etcdctl is version 3.6.5"
+        )
+        .count(),
+        3,
+        "{log}"
+    );
+    assert!(log.contains("Rebuild the bundle with etcdutl"), "{log}");
+    assert!(!log.contains("unknown command"), "{log}");
+    assert!(!kit.exists());
+    for i in HOSTS {
+        lab.ssh_ok(
+            i,
+            &format!(
+                "mv {REAL}/etcdutl.stand-in /usr/local/bin/etcdutl &&                  sed -i '2d' /usr/local/bin/etcdctl &&                  ! /usr/local/bin/etcdctl version | grep -q 3.6.5"
+            ),
+        )
+        .unwrap_or_else(|err| panic!("h{i}: {err}"));
+        let calls = take_calls(lab, i);
+        assert!(
+            !calls.contains("snapshot"),
+            "h{i}: a snapshot was attempted: {calls}"
+        );
+    }
+
+    // 2. backup: the snapshot read and drilled by etcdutl.
+    let out = run(&["backup", "--out", kit.to_str().unwrap(), "--no-encrypt"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let calls: String = HOSTS.iter().map(|i| take_calls(lab, *i)).collect();
+    assert!(!calls.contains("refused"), "{calls}");
+    assert!(
+        calls.contains("etcdutl -w json snapshot status /var/lib/ilha/snapshot.db"),
+        "{calls}"
+    );
+    assert!(
+        calls.contains("etcdutl snapshot restore /var/lib/ilha/snapshot.db --name ilha-drill"),
+        "{calls}"
+    );
+
+    // 3. The timer's script, run at once by `--schedule` on every member.
+    let out = run(&["backup", "--schedule", "--keep", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    for i in HOSTS {
+        let calls = take_calls(lab, i);
+        assert!(!calls.contains("refused"), "h{i}: {calls}");
+        assert!(
+            calls.contains("etcdutl -w json snapshot status /var/backups/ilha/etcd-"),
+            "h{i}: {calls}"
+        );
+    }
+
+    // 4. restore: every member reads the kit's snapshot and restores it with etcdutl, which
+    // moves the revision forward (etcd 3.4's etcdctl could not).
+    let out = run(&["restore", kit.to_str().unwrap(), "--yes"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("revision bumped and compacted"), "{log}");
+    for i in HOSTS {
+        let calls = take_calls(lab, i);
+        assert!(!calls.contains("refused"), "h{i}: {calls}");
+        assert!(
+            calls.contains("etcdutl -w json snapshot status /var/lib/ilha/restore/snapshot.db"),
+            "h{i}: {calls}"
+        );
+        assert!(
+            calls
+                .contains("etcdutl snapshot restore /var/lib/ilha/restore/snapshot.db --name node"),
+            "h{i}: {calls}"
+        );
+    }
+
+    // 5. remove-node of one member: its snapshot first, read by etcdutl on a member that stays.
+    let out = run(&["remove-node", "node3", "--yes"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    let calls: String = [1, 2].iter().map(|i| take_calls(lab, *i)).collect();
+    assert!(!calls.contains("refused"), "{calls}");
+    assert!(
+        calls.contains("etcdutl -w json snapshot status /var/lib/ilha/snapshot.db"),
+        "{calls}"
+    );
+    assert_eq!(
+        remote_sha(lab, 3, "/usr/local/bin/etcdutl"),
+        "absent",
+        "h3 reset"
+    );
+
+    // 6. reset of the two left: a last snapshot (etcdutl again), then etcdutl goes too.
+    let two = work.join("two");
+    std::fs::create_dir_all(&two).unwrap();
+    let mut layout = layout();
+    layout.truncate(2);
+    let inventory_two = write_inventory(lab, &two, &layout, None);
+    let out = ilha(
+        lab,
+        &[
+            "reset",
+            "-i",
+            inventory_two.to_str().unwrap(),
+            "-c",
+            config.to_str().unwrap(),
+            "--yes",
+        ],
+    );
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    let calls: String = [1, 2].iter().map(|i| take_calls(lab, *i)).collect();
+    assert!(!calls.contains("refused"), "{calls}");
+    assert!(
+        calls.contains("etcdutl -w json snapshot status /var/lib/ilha/snapshot.db"),
+        "{calls}"
+    );
+    for i in HOSTS {
+        assert_eq!(
+            remote_sha(lab, i, "/usr/local/bin/etcdutl"),
+            "absent",
+            "h{i}"
+        );
+    }
+    eprintln!(
+        "cluster_versions: etcdutl part {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
 }

@@ -58,7 +58,8 @@ fn drill_etcdctl(args: &str) -> String {
 }
 
 /// The drill, as one script: the live count at the snapshot's revision first (compaction could
-/// otherwise move past it), then the restore and the throwaway etcd. Prints two JSON lines.
+/// otherwise move past it), then the restore (by the host's snapshot tool: etcdutl, or etcd
+/// 3.4's etcdctl) and the throwaway etcd. Prints two JSON lines.
 fn drill_script(revision: u64) -> String {
     let name = "ilha-drill";
     let count_all = "get '' --from-key --limit=1 --keys-only -w json";
@@ -68,7 +69,7 @@ dir={DRILL_DIR}
 rm -rf "$dir"; mkdir -p "$dir"; chmod 0700 "$dir"
 cd "$dir"
 live=$({live})
-ETCDCTL_API=3 {BIN_DIR}/etcdctl snapshot restore {REMOTE_SNAPSHOT} --name {name} \
+{tools}snapshot_restore {REMOTE_SNAPSHOT} --name {name} \
   --data-dir "$dir/data" --initial-cluster {name}={DRILL_PEER} \
   --initial-advertise-peer-urls {DRILL_PEER} >"$dir/restore.log" 2>&1 \
   || {{ cat "$dir/restore.log" >&2; exit 1; }}
@@ -90,6 +91,7 @@ echo "$restored"
 "#,
         live = etcdctl(&format!("{count_all} --rev={revision}")),
         restored = drill_etcdctl(count_all),
+        tools = snapshot::snapshot_tool_functions(),
     )
 }
 
@@ -256,8 +258,41 @@ mod tests {
     fn the_drill_script_is_valid_bash() {
         let script = drill_script(42);
         assert!(script.contains("--rev=42"));
-        assert!(script.contains("snapshot restore /var/lib/ilha/snapshot.db"));
+        assert!(script.contains("snapshot_restore /var/lib/ilha/snapshot.db"));
         crate::cluster::tests_support::assert_bash_syntax(&script);
+    }
+
+    /// The drill's restore, run with stand-in tools: etcdutl where the host has it, etcd 3.4's
+    /// etcdctl otherwise, and a clear stop on etcd 3.6 without etcdutl.
+    #[test]
+    fn the_drill_restores_with_the_hosts_snapshot_tool() {
+        use crate::cluster::snapshot::tests::FakeHost;
+        let script = drill_script(42);
+        let start = script.find("choose_snapshot_tool()").unwrap();
+        let end = script.find("{ cat \"$dir/restore.log\"").unwrap();
+        // The restore line only (its redirections dropped).
+        let restore = script[start..end].replace(" >\"$dir/restore.log\" 2>&1 \\\n  || ", "\n");
+        for (etcdctl, etcdutl, tool) in [("3.5.16", true, "etcdutl"), ("3.4.23", false, "etcdctl")]
+        {
+            let host = FakeHost::new(Some(etcdctl), etcdutl);
+            let out = host.run(&format!("dir=/tmp/drill\n{restore}"));
+            assert!(out.status.success(), "{out:?}\n{restore}");
+            assert_eq!(
+                host.calls(),
+                format!(
+                    "{tool} snapshot restore /var/lib/ilha/snapshot.db --name ilha-drill \
+                     --data-dir /tmp/drill/data --initial-cluster ilha-drill=unix://peer:2 \
+                     --initial-advertise-peer-urls unix://peer:2\n"
+                )
+            );
+        }
+        let host = FakeHost::new(Some("3.6.5"), false);
+        let out = host.run(&format!("dir=/tmp/drill\n{restore}"));
+        assert_eq!(
+            out.status.code(),
+            Some(crate::cluster::snapshot::NO_SNAPSHOT_TOOL)
+        );
+        assert_eq!(host.calls(), "");
     }
 
     /// The drill's cleanup, run as the script runs it, when the operator goes away while the
@@ -336,10 +371,7 @@ mod tests {
         }
         let cluster = etcd.iter().find(|(f, _)| f == "--initial-cluster").unwrap();
         assert_eq!(cluster.1, format!("ilha-drill={DRILL_PEER}"));
-        let restore = flags(
-            &script,
-            "ETCDCTL_API=3 /usr/local/bin/etcdctl snapshot restore",
-        );
+        let restore = flags(&script, "snapshot_restore ");
         for (flag, value) in &restore {
             if flag.contains("initial") {
                 assert!(

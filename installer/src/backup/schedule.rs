@@ -3,7 +3,8 @@
 //!
 //! Each etcd member gets a script ([`SCRIPT_PATH`]) run by a oneshot service, started by a timer.
 //! The script writes `BACKUP_DIR/etcd-<UTC stamp>-<hostname>.db` only after etcd's own
-//! `snapshot status` has read it, with the status JSON next to it, then keeps the newest `keep`.
+//! `snapshot status` (etcdutl's, or etcd 3.4's etcdctl's, chosen on the host at each run) has
+//! read it, with the status JSON next to it, then keeps the newest `keep`.
 //! A failed run fails the service, so `systemctl is-failed` and the journal show it.
 //!
 //! [`BACKUP_DIR`] is the operator's data: `ilha reset` removes the script and the units (they are
@@ -16,7 +17,7 @@ use anyhow::{Context as _, bail};
 use crate::cluster::membership::etcdctl;
 use crate::cluster::paths::{BIN_DIR, ETCD_PKI_DIR, ILHA_DIR, INSTALLED_FILES, UNIT_DIR};
 use crate::cluster::render::RemoteFile;
-use crate::cluster::snapshot::parse_status;
+use crate::cluster::snapshot::{parse_status, snapshot_tool_functions};
 use crate::ssh::{Fleet, Session, UploadSource, shell_quote};
 
 /// Where the snapshots are kept, on each master.
@@ -81,7 +82,7 @@ pub fn render(spec: &ScheduleSpec) -> Vec<RemoteFile> {
         RemoteFile::new(
             SCRIPT_PATH,
             0o755,
-            snapshot_script(spec.keep, BACKUP_DIR, etcdctl),
+            snapshot_script(spec.keep, BACKUP_DIR, etcdctl, &snapshot_tool_functions()),
         ),
         RemoteFile::new(format!("{UNIT_DIR}/{SERVICE}"), 0o644, service_unit()),
         RemoteFile::new(
@@ -127,15 +128,21 @@ fn timer_unit(on_calendar: &str) -> String {
     )
 }
 
-/// The snapshot script; `etcdctl` makes the etcdctl command line for its arguments (the real one
-/// on hosts, a fake in tests).
-fn snapshot_script(keep: usize, dir: &str, etcdctl: impl Fn(&str) -> String) -> String {
+/// The snapshot script; `etcdctl` makes the etcdctl command line for its arguments and `tools`
+/// is [`snapshot_tool_functions`] (the real ones on hosts, fakes in tests). The tool that reads
+/// snapshots is chosen at each run, so a host given etcdutl later uses it from then on.
+fn snapshot_script(
+    keep: usize,
+    dir: &str,
+    etcdctl: impl Fn(&str) -> String,
+    tools: &str,
+) -> String {
     SCRIPT
         .replace("@DIR@", &shell_quote(dir))
         .replace("@KEEP@", &keep.to_string())
         .replace("@GLOB@", &shell_quote(SNAPSHOT_GLOB))
         .replace("@SAVE@", &etcdctl("snapshot save \"$part\""))
-        .replace("@STATUS@", &etcdctl("-w json snapshot status \"$part\""))
+        .replace("@TOOLS@\n", tools)
 }
 
 const SCRIPT: &str = r#"#!/bin/bash
@@ -147,6 +154,9 @@ umask 077
 dir=@DIR@
 keep=@KEEP@
 ours=@GLOB@
+# etcdutl reads snapshots where the host has it; etcdctl only up to etcd 3.5. Chosen before the
+# snapshot is taken: a host that cannot read one does not take one.
+@TOOLS@
 
 mkdir -p -- "$dir"
 # The snapshots hold every Secret of the cluster.
@@ -167,7 +177,7 @@ part=$dir/$name.db.part
 trap 'rm -f -- "$part" "$part.part" "$dir/$name.json.part"' EXIT
 
 @SAVE@
-if ! status=$(@STATUS@); then
+if ! status=$(snapshot_status "$part"); then
   echo "etcd cannot read the snapshot it just wrote; deleted it" >&2
   exit 1
 fi
@@ -800,6 +810,11 @@ mod tests {
     /// does) with the content of $FAKE_CONTENT; `snapshot status P` fails on "corrupt".
     const FAKE_ETCDCTL: &str = r#"#!/bin/bash
 set -eu
+echo "$(basename "$0") $*" >> "$(dirname "$0")/calls"
+if [ "$1" = version ]; then
+  echo "etcdctl version: ${FAKE_VERSION:-3.4.23}"
+  exit 0
+fi
 if [ "$2" = save ]; then
   printf '%s' "${FAKE_CONTENT:-good}" > "$3.part"
   mv "$3.part" "$3"
@@ -825,15 +840,30 @@ echo "{\"hash\":123,\"revision\":$((1000 + n)),\"totalKey\":$keys,\"totalSize\":
     }
 
     fn sandbox(keep: usize) -> Sandbox {
+        sandbox_with(keep, &["etcdctl"])
+    }
+
+    /// The script with the stand-in as each of `tools` (`etcdctl`, `etcdutl`) in its bin
+    /// directory; etcdctl saves.
+    fn sandbox_with(keep: usize, tools: &[&str]) -> Sandbox {
         use std::os::unix::fs::PermissionsExt as _;
         let root = tempfile::tempdir().unwrap();
+        for tool in tools {
+            let fake = root.path().join(tool);
+            std::fs::write(&fake, FAKE_ETCDCTL).unwrap();
+            std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         let fake = root.path().join("etcdctl");
-        std::fs::write(&fake, FAKE_ETCDCTL).unwrap();
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
         let dir = root.path().join("backups");
         let script = root.path().join("ilha-etcd-snapshot");
         let fake = fake.display().to_string();
-        let text = snapshot_script(keep, dir.to_str().unwrap(), |args| format!("{fake} {args}"));
+        let tools = snapshot_tool_functions().replace(BIN_DIR, &root.path().display().to_string());
+        let text = snapshot_script(
+            keep,
+            dir.to_str().unwrap(),
+            |args| format!("{fake} {args}"),
+            &tools,
+        );
         std::fs::write(&script, text).unwrap();
         Sandbox {
             _root: root,
@@ -843,11 +873,54 @@ echo "{\"hash\":123,\"revision\":$((1000 + n)),\"totalKey\":$keys,\"totalSize\":
     }
 
     fn run(sandbox: &Sandbox, content: &str) -> std::process::Output {
+        run_as(sandbox, content, "3.4.23")
+    }
+
+    fn run_as(sandbox: &Sandbox, content: &str, etcdctl_version: &str) -> std::process::Output {
         std::process::Command::new("bash")
             .arg(&sandbox.script)
             .env("FAKE_CONTENT", content)
+            .env("FAKE_VERSION", etcdctl_version)
             .output()
             .unwrap()
+    }
+
+    fn calls(sandbox: &Sandbox) -> String {
+        std::fs::read_to_string(sandbox.script.with_file_name("calls")).unwrap_or_default()
+    }
+
+    /// The timer's script reads the snapshot with etcdutl where the host has it, with etcdctl
+    /// on etcd 3.4 and 3.5 without it, and on etcd 3.6 without etcdutl takes no snapshot and
+    /// says why (in the journal, the service failed).
+    #[test]
+    fn the_script_reads_snapshots_with_the_hosts_tool() {
+        let with_etcdutl = sandbox_with(3, &["etcdctl", "etcdutl"]);
+        let out = run_as(&with_etcdutl, "good", "3.6.5");
+        assert!(out.status.success(), "{out:?}");
+        let log = calls(&with_etcdutl);
+        assert!(log.contains("etcdctl snapshot save "), "{log}");
+        assert!(log.contains("etcdutl -w json snapshot status "), "{log}");
+        assert!(!log.contains("etcdctl -w json snapshot status"), "{log}");
+
+        let etcd35 = sandbox(3);
+        let out = run_as(&etcd35, "good", "3.5.16");
+        assert!(out.status.success(), "{out:?}");
+        assert!(calls(&etcd35).contains("etcdctl -w json snapshot status "));
+
+        let etcd36 = sandbox(3);
+        let out = run_as(&etcd36, "good", "3.6.5");
+        assert_eq!(
+            out.status.code(),
+            Some(crate::cluster::snapshot::NO_SNAPSHOT_TOOL)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("etcdutl is missing") && stderr.contains("version 3.6.5"),
+            "{stderr}"
+        );
+        let log = calls(&etcd36);
+        assert!(!log.contains("snapshot"), "no snapshot taken: {log}");
+        assert!(!etcd36.dir.exists(), "nothing written");
     }
 
     fn names(dir: &std::path::Path) -> Vec<String> {

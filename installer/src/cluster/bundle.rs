@@ -80,6 +80,11 @@ impl InstallBundle {
         })
     }
 
+    /// Whether the bundle carries a binary called `name`.
+    pub fn has_binary(&self, name: &str) -> bool {
+        self.index.binaries.iter().any(|b| b.name == name)
+    }
+
     /// The extracted binary called `name`, and its sha256.
     pub fn binary(&self, name: &str) -> anyhow::Result<(PathBuf, String)> {
         let record = self

@@ -169,12 +169,33 @@ fn roles_of(host: &HostPlan) -> Vec<NodeRole> {
     roles
 }
 
+/// The binaries `host` gets, each once: the required ones of its roles, then the optional ones
+/// (etcdutl below Kubernetes 1.34) the bundle carries (`in_bundle`).
+fn binary_names(
+    requirements: &ilha_format::cluster::Requirements,
+    host: &HostPlan,
+    in_bundle: impl Fn(&str) -> bool,
+) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = Vec::new();
+    for role in roles_of(host) {
+        let optional = requirements
+            .optional_binaries_for(role)
+            .filter(|name| in_bundle(name));
+        for name in requirements.binaries_for(role).chain(optional) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
 /// The step whose restart puts `binary` to use on `host`: there, and only there, the binary
 /// staged by the `binaries` step replaces the live one, so the rolling gates of the etcd and
 /// control-plane phases also gate new binaries. `None`: switched in the `binaries` step itself.
 fn switched_by(binary: &str, host: &HostPlan) -> Option<&'static str> {
     Some(match binary {
-        "etcd" | "etcdctl" if host.is_etcd() => "etcd",
+        "etcd" | "etcdctl" | "etcdutl" if host.is_etcd() => "etcd",
         "kube-apiserver" | "kube-controller-manager" | "kube-scheduler"
             if host.is_control_plane() =>
         {
@@ -361,16 +382,8 @@ pub fn host_steps(
         &[],
     ));
 
-    let mut names: Vec<&str> = Vec::new();
-    for role in roles_of(host) {
-        for name in bundle.requirements.binaries_for(role) {
-            if !names.contains(&name) {
-                names.push(name);
-            }
-        }
-    }
     let mut binaries = Vec::new();
-    for name in names {
+    for name in binary_names(&bundle.requirements, host, |name| bundle.has_binary(name)) {
         let (path, sha256) = bundle.binary(name)?;
         binaries.push(Upload::local(binary_destination(name), 0o755, path, sha256));
     }
@@ -885,6 +898,36 @@ mod tests {
             .collect()
     }
 
+    /// etcdutl goes to etcd hosts only: always from 1.34, below only when the bundle has it.
+    #[test]
+    fn etcdutl_is_installed_on_etcd_hosts_when_required_or_carried() {
+        let requirements = |version: &str| {
+            ilha_format::cluster::requirements(&ilha_format::cluster::ClusterSpec {
+                kubernetes_version: version.into(),
+                network: ilha_format::cluster::Network::Bridge,
+            })
+            .unwrap()
+        };
+        let plan = plan_for("v1.20.2");
+        let master = plan.host("node1").unwrap();
+        let worker = plan.host("node4").unwrap();
+        let old = requirements("v1.20.2");
+        let with = binary_names(&old, master, |_| true);
+        assert_eq!(&with[..3], ["etcd", "etcdctl", "etcdutl"], "{with:?}");
+        let without = binary_names(&old, master, |name| name != "etcdutl");
+        assert!(!without.contains(&"etcdutl"), "{without:?}");
+        assert_eq!(without.len() + 1, with.len());
+        assert!(!binary_names(&old, worker, |_| true).contains(&"etcdutl"));
+        let new = requirements("v1.37.1");
+        assert!(binary_names(&new, master, |_| true).contains(&"etcdutl"));
+        assert!(!binary_names(&new, worker, |_| true).contains(&"etcdutl"));
+        let names = binary_names(&new, master, |_| true);
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+    }
+
     #[test]
     fn each_restarting_step_switches_only_its_own_binaries() {
         let plan = plan_for("v1.20.2");
@@ -893,6 +936,7 @@ mod tests {
         let all = uploads(&[
             ("etcd", "e"),
             ("etcdctl", "ec"),
+            ("etcdutl", "eu"),
             ("kube-apiserver", "a"),
             ("kubectl", "k"),
             ("kubelet", "l"),
@@ -902,9 +946,11 @@ mod tests {
         let etcd = switch_script("etcd", master, &all);
         assert!(etcd.starts_with(SWITCH_STAGED), "{etcd}");
         assert!(etcd.ends_with(&format!(
-            "switch_staged '/usr/local/bin/etcd' {}\nswitch_staged '/usr/local/bin/etcdctl' {}\n",
+            "switch_staged '/usr/local/bin/etcd' {}\nswitch_staged '/usr/local/bin/etcdctl' {}\n\
+             switch_staged '/usr/local/bin/etcdutl' {}\n",
             sha("e"),
-            sha("ec")
+            sha("ec"),
+            sha("eu")
         )));
         let cp = switch_script("control-plane", master, &all);
         assert!(

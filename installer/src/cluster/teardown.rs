@@ -91,6 +91,7 @@ pub const MOUNT_ROOTS: &[&str] = &[
 const LEGACY_FILES: &[&str] = &[
     "/usr/local/bin/etcd",
     "/usr/local/bin/etcdctl",
+    "/usr/local/bin/etcdutl",
     "/usr/local/bin/kube-apiserver",
     "/usr/local/bin/kube-controller-manager",
     "/usr/local/bin/kube-scheduler",
@@ -674,7 +675,12 @@ mod tests {
             network: ilha_format::cluster::Network::Bridge,
         };
         let requirements = ilha_format::cluster::requirements(&spec).unwrap();
-        for binary in &requirements.binaries {
+        let old = ilha_format::cluster::ClusterSpec {
+            kubernetes_version: format!("v1.{}.0", ilha_format::cluster::OLDEST_MINOR),
+            ..spec
+        };
+        let old = ilha_format::cluster::requirements(&old).unwrap();
+        for binary in requirements.all_binaries().chain(old.all_binaries()) {
             let name = binary.name;
             let known = LEGACY_FILES
                 .iter()

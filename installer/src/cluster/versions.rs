@@ -492,8 +492,7 @@ pub async fn guard(
 ) -> anyhow::Result<OnHosts> {
     let mut paths: Vec<String> = bundle
         .requirements
-        .binaries
-        .iter()
+        .all_binaries()
         .map(|b| super::steps::binary_destination(b.name))
         .collect();
     paths.sort();

@@ -5,7 +5,8 @@
 //!
 //! Everything that can refuse is checked before the first service stops: every host answers,
 //! each master's CA is the kit's (or missing), the snapshot reaches every member intact and etcd
-//! itself reads it (`snapshot status` checks its hash). The old data directory is moved aside,
+//! itself reads it (`snapshot status` of the host's tool, etcdutl or etcd 3.4's etcdctl, checks
+//! its hash; a member with etcd 3.6 and no etcdutl stops the restore here). The old data directory is moved aside,
 //! never deleted.
 
 use std::fmt::Write as _;
@@ -82,9 +83,12 @@ fn check_members(inventory: &Inventory, manifest: &KitManifest) -> anyhow::Resul
     Ok(ours)
 }
 
-/// The restore command for one member. etcdutl (etcd 3.5+) can move the revision forward and
-/// mark it compacted, so watchers (kubelets, controllers) never see time go back; etcd 3.4's
-/// etcdctl cannot (the kubelets and kube-proxies, restarted either way, then list afresh).
+/// The restore command for one member, by the host's snapshot tool
+/// ([`snapshot::snapshot_tool_functions`]). etcdutl can move the revision forward and mark it
+/// compacted (from etcd 3.5.x releases that have `--bump-revision`), so watchers (kubelets,
+/// controllers) never see time go back; etcd 3.4's etcdctl cannot (the kubelets and
+/// kube-proxies, restarted either way, then list afresh). The tool is chosen before the data
+/// directory is touched.
 fn restore_script(name: &str, peer_url: &str, initial_cluster: &str, token: &str) -> String {
     let common = format!(
         "--name {name} --initial-cluster {ic} --initial-cluster-token {token} \
@@ -95,18 +99,19 @@ fn restore_script(name: &str, peer_url: &str, initial_cluster: &str, token: &str
         peer = shell_quote(peer_url),
     );
     let snap = remote_snapshot();
+    let tools = snapshot::snapshot_tool_functions();
     format!(
         r#"set -euo pipefail
-if [ -e {ETCD_DATA_DIR} ]; then
+{tools}if [ -e {ETCD_DATA_DIR} ]; then
   aside={ILHA_DIR}/etcd-before-restore-$(date -u +%Y%m%dT%H%M%SZ)
   mv {ETCD_DATA_DIR} "$aside"
   echo "aside $aside"
 fi
-if [ -x {BIN_DIR}/etcdutl ] && {BIN_DIR}/etcdutl snapshot restore --help 2>&1 | grep -q -- --bump-revision; then
-  {BIN_DIR}/etcdutl snapshot restore {snap} {common} --bump-revision 1000000000 --mark-compacted >/dev/null
+if [ "$snapshot_tool" = etcdutl ] && {BIN_DIR}/etcdutl snapshot restore --help 2>&1 | grep -q -- --bump-revision; then
+  snapshot_restore {snap} {common} --bump-revision 1000000000 --mark-compacted >/dev/null
   echo bumped
 else
-  ETCDCTL_API=3 {BIN_DIR}/etcdctl snapshot restore {snap} {common} >/dev/null
+  snapshot_restore {snap} {common} >/dev/null
 fi
 chmod 700 {ETCD_DATA_DIR}
 "#
@@ -163,6 +168,15 @@ pub fn check_snapshot_integrity(path: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Reads the kit's snapshot on a member with the host's tool (its JSON status on stdout).
+fn status_script() -> String {
+    format!(
+        "{}snapshot_status {}\n",
+        snapshot::snapshot_tool_functions(),
+        remote_snapshot()
+    )
 }
 
 /// `work` on each host at once; every failure is reported, each naming its host.
@@ -269,12 +283,19 @@ async fn recover_on(
             )
             .await?;
             let out = s
-                .run(&format!(
-                    "ETCDCTL_API=3 {BIN_DIR}/etcdctl -w json snapshot status {}",
-                    remote_snapshot()
-                ))
+                .run_script("etcd snapshot status", &status_script())
                 .await
-                .context("etcd cannot read the snapshot (corrupted)")?;
+                .map_err(|e| {
+                    let cannot_read = match &e {
+                        crate::ssh::SshError::CommandFailed { code, .. }
+                            if *code == Some(snapshot::NO_SNAPSHOT_TOOL) =>
+                        {
+                            "this member has no tool to read or restore a snapshot"
+                        }
+                        _ => "etcd cannot read the snapshot (corrupted)",
+                    };
+                    anyhow::Error::new(e).context(cannot_read)
+                })?;
             let status: SnapshotStatus = snapshot::parse_status(&out.stdout)?;
             if status.hash != manifest.etcd.status.hash
                 || status.revision != manifest.etcd.status.revision
@@ -657,6 +678,103 @@ mod tests {
         // The old data is moved aside, never removed.
         assert!(script.contains("mv /var/lib/etcd"), "{script}");
         assert!(!script.contains("rm -rf /var/lib/etcd"), "{script}");
+    }
+
+    /// The restore script run against a scratch root with stand-in tools: etcdutl (with
+    /// `--bump-revision`) where the host has it, etcd 3.4's etcdctl otherwise; etcd 3.6 without
+    /// etcdutl stops before the data directory is moved.
+    #[test]
+    fn each_member_restores_with_its_own_snapshot_tool() {
+        use crate::cluster::snapshot::tests::FakeHost;
+        let run = |host: &FakeHost| {
+            let data = host.dir.path().join("etcd");
+            std::fs::create_dir_all(&data).unwrap();
+            let script = restore_script(
+                "node1",
+                "https://10.0.0.1:2380",
+                "node1=https://10.0.0.1:2380",
+                "lab",
+            )
+            // The stand-ins write no data directory.
+            .replace("chmod 700 ", "mkdir -p /var/lib/etcd; chmod 700 ")
+            .replace(ETCD_DATA_DIR, &data.display().to_string())
+            .replace(
+                &format!("aside={ILHA_DIR}/"),
+                &format!("aside={}/", host.dir.path().display()),
+            );
+            let out = host.run(&script);
+            (out, data.exists())
+        };
+        let common = "--name node1 --initial-cluster node1=https://10.0.0.1:2380 \
+                      --initial-cluster-token lab --initial-advertise-peer-urls https://10.0.0.1:2380";
+
+        let etcd35 = FakeHost::new(Some("3.5.16"), true);
+        // This stand-in etcdutl knows --bump-revision (it greps its own help).
+        std::fs::write(
+            etcd35.dir.path().join("etcdutl"),
+            format!(
+                "#!/bin/bash\ncase \"$*\" in *--help*) echo '  --bump-revision uint'; exit 0 ;; esac\n\
+                 echo \"etcdutl $*\" >> {}/calls\n",
+                etcd35.dir.path().display()
+            ),
+        )
+        .unwrap();
+        let (out, _) = run(&etcd35);
+        assert!(out.status.success(), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("bumped"));
+        let calls = etcd35.calls();
+        assert!(
+            calls.starts_with(
+                "etcdutl snapshot restore /var/lib/ilha/restore/snapshot.db --name node1"
+            ),
+            "{calls}"
+        );
+        assert!(
+            calls.contains("--bump-revision 1000000000 --mark-compacted"),
+            "{calls}"
+        );
+        let data = etcd35.dir.path().join("etcd").display().to_string();
+        assert!(calls.contains(&format!("--data-dir {data}")), "{calls}");
+
+        let etcd34 = FakeHost::new(Some("3.4.23"), false);
+        let (out, _) = run(&etcd34);
+        assert!(out.status.success(), "{out:?}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("bumped"));
+        let calls = etcd34.calls();
+        assert!(
+            calls.starts_with("etcdctl snapshot restore /var/lib/ilha/restore/snapshot.db"),
+            "{calls}"
+        );
+        assert!(calls.contains(common), "{calls}");
+        assert!(!calls.contains("bump"), "{calls}");
+
+        let etcd36 = FakeHost::new(Some("3.6.5"), false);
+        let (out, data_kept) = run(&etcd36);
+        assert_eq!(
+            out.status.code(),
+            Some(crate::cluster::snapshot::NO_SNAPSHOT_TOOL)
+        );
+        assert!(
+            data_kept,
+            "the data directory was moved before the tool was known"
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("Rebuild the bundle with etcdutl"));
+    }
+
+    #[test]
+    fn the_kits_snapshot_is_read_by_the_hosts_tool() {
+        use crate::cluster::snapshot::tests::FakeHost;
+        let script = status_script();
+        assert_bash_syntax(&script);
+        let host = FakeHost::new(Some("3.5.16"), true);
+        let out = host.run(&script);
+        assert!(out.status.success(), "{out:?}");
+        let status = snapshot::parse_status(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        assert_eq!(status.revision, 7);
+        assert_eq!(
+            host.calls(),
+            "etcdutl -w json snapshot status /var/lib/ilha/restore/snapshot.db\n"
+        );
     }
 
     #[test]

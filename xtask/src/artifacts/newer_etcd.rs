@@ -1,5 +1,5 @@
 //! A second etcd for the version guard's lab test: Debian 13's etcd 3.5 next to the 3.4.23 the
-//! lab's bundle carries (Debian 12's). Taken from Debian's archive by package name through a
+//! lab's bundle carries (Debian 12's), with its etcdutl (which etcd 3.4 does not have). Taken from Debian's archive by package name through a
 //! private apt setup ([`apt::download_from_suite`]: its own sources list and lists directory, the
 //! mirror read from the machine's own apt configuration) and pinned by sha256, so a rebuilt
 //! package is refused rather than silently tested.
@@ -40,6 +40,8 @@ pub const PACKAGES: &[PinnedDeb] = &[
 pub struct NewerEtcd {
     pub etcd: PathBuf,
     pub etcdctl: PathBuf,
+    /// etcd's offline tool (snapshot status and restore), in `etcd-server`.
+    pub etcdutl: PathBuf,
     pub version: &'static str,
 }
 
@@ -87,9 +89,28 @@ pub fn ensure(cache_dir: &Path) -> Result<NewerEtcd> {
     if !root.is_dir() {
         std::fs::rename(&staging, &root).map_err(Error::io("rename into", &root))?;
     }
+    for binary in ["etcd", "etcdctl", "etcdutl"] {
+        let path = root.join("usr/bin").join(binary);
+        if !path.is_file() {
+            return Err(Error::Package {
+                package: PACKAGES[0].package.into(),
+                reason: format!(
+                    "{} is missing from the unpacked packages (pinned {}): remove {} to unpack again",
+                    path.display(),
+                    PACKAGES
+                        .iter()
+                        .map(|p| format!("{} {}", p.package, p.version))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    root.display()
+                ),
+            });
+        }
+    }
     Ok(NewerEtcd {
         etcd: root.join("usr/bin/etcd"),
         etcdctl: root.join("usr/bin/etcdctl"),
+        etcdutl: root.join("usr/bin/etcdutl"),
         version: VERSION,
     })
 }
