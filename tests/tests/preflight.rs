@@ -48,6 +48,7 @@ fn host_checks(lab: &Lab, index: usize) -> HostChecks {
         min_memory_mib: 256,
         min_disk_mib: 256,
         needs_container_runtime: true,
+        ..HostChecks::default()
     }
 }
 
