@@ -530,10 +530,10 @@ fn cgroups(checks: &HostChecks, probe: &Probe, version: Option<&str>) -> Check {
         .collect();
     let listed = present.iter().copied().collect::<Vec<_>>().join(" ");
     if missing.is_empty() {
-        if version == "v1" {
-            if let Some(kubernetes) = &checks.kubernetes_version {
-                return cgroup_v1_rule(checks, kubernetes, &listed);
-            }
+        if version == "v1"
+            && let Some(kubernetes) = &checks.kubernetes_version
+        {
+            return cgroup_v1_rule(checks, kubernetes, &listed);
         }
         row("cgroups", Verdict::Pass, format!("{version} ({listed})"))
     } else {
