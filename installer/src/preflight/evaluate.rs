@@ -720,6 +720,15 @@ fn libc(checks: &HostChecks, host: Option<HostLibc>) -> Check {
         Some(None) => "a host with glibc".to_string(),
         None => "a host with musl".to_string(),
     };
+    // containerd's default upstream tarball is dynamic; its static build is a separate tarball.
+    let hint = if names
+        .iter()
+        .any(|n| n.starts_with("containerd") || *n == "ctr")
+    {
+        "e.g. upstream's containerd-static tarball for containerd"
+    } else {
+        "e.g. the project's own release binaries, usually static, instead of a distribution's package"
+    };
     let found = match host {
         HostLibc::None => "no C library (getconf, ldd and a musl loader all missing)".to_string(),
         other => other.to_string(),
@@ -729,7 +738,7 @@ fn libc(checks: &HostChecks, host: Option<HostLibc>) -> Check {
         Verdict::Fail,
         format!(
             "the host has {found}, but {}: put statically linked builds of {} in the bundle \
-             (e.g. upstream's containerd-static tarball for containerd), or use {other_host}",
+             ({hint}), or use {other_host}",
             needs.join(", "),
             names.join(", ")
         ),
@@ -1571,6 +1580,23 @@ mod tests {
             "the host has glibc 2.36, but containerd needs glibc 2.38, etcd needs glibc 2.39: \
              put statically linked builds of containerd, etcd in the bundle (e.g. upstream's \
              containerd-static tarball for containerd), or use a host with glibc 2.39 or newer",
+        );
+    }
+
+    #[test]
+    fn the_way_out_names_containerd_static_only_for_containerd() {
+        let mut checks = host_checks();
+        checks.binaries = vec![BinaryNeed {
+            name: "etcd".into(),
+            need: glibc(2, 39),
+        }];
+        assert_row(
+            &judge(&checks, &good_probe()),
+            "libc",
+            Verdict::Fail,
+            "put statically linked builds of etcd in the bundle (e.g. the project's own release \
+             binaries, usually static, instead of a distribution's package), or use a host with \
+             glibc 2.39 or newer",
         );
     }
 
