@@ -198,6 +198,10 @@ pub struct ClusterConfig {
     /// The kubelet's hard eviction thresholds (`evictionHard`), signal → quantity or percentage.
     /// Empty: the kubelet's defaults. Set, it replaces them all, as in the kubelet's own config.
     pub kubelet_eviction_hard: BTreeMap<String, String>,
+    /// The kubelet's `failCgroupV1` (`None`: the kubelet's default: true from Kubernetes 1.35,
+    /// false in 1.31-1.34, no such field before). `false` lets kubelet 1.35+ run on cgroup v1
+    /// hosts; preflight refuses those hosts otherwise. Rendered only for versions with the field.
+    pub kubelet_fail_cgroup_v1: Option<bool>,
     #[serde(skip)]
     lines: KeyLines,
 }
@@ -251,6 +255,9 @@ struct RawConfig {
     network: Option<Spanned<String>>,
     state_dir: Option<Spanned<String>>,
     kubelet_eviction_hard: Option<Spanned<BTreeMap<String, String>>>,
+    /// Read as text, so only `true` and `false` pass (not YAML 1.1's `no`, `off`, ...) and
+    /// anything else gets ilha's own message.
+    kubelet_fail_cgroup_v1: Option<Spanned<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -364,6 +371,10 @@ pub enum ConfigProblemKind {
     )]
     BadEviction { signal: String, value: String },
     #[error(
+        "`kubelet_fail_cgroup_v1: {0}` must be true or false (false lets the kubelet of Kubernetes 1.35 and later run on cgroup v1 hosts)"
+    )]
+    BadFailCgroupV1(String),
+    #[error(
         "kubernetes_version {configured} does not match the bundle's {bundled}: the bundle carries one version's binaries and images"
     )]
     VersionMismatch {
@@ -388,6 +399,7 @@ impl Default for ClusterConfig {
             network: Network::Bridge,
             state_dir: default_state_dir(Path::new(""), DEFAULT_CLUSTER_NAME),
             kubelet_eviction_hard: BTreeMap::new(),
+            kubelet_fail_cgroup_v1: None,
             lines: KeyLines::default(),
         }
     }
@@ -801,6 +813,17 @@ fn build(raw: RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<ConfigPro
             }
         }
     }
+    if let Some(fail) = &raw.kubelet_fail_cgroup_v1 {
+        match fail.value.as_str() {
+            "true" => config.kubelet_fail_cgroup_v1 = Some(true),
+            "false" => config.kubelet_fail_cgroup_v1 = Some(false),
+            other => problem(
+                line_of(fail),
+                "kubelet_fail_cgroup_v1",
+                ConfigProblemKind::BadFailCgroupV1(other.to_string()),
+            ),
+        }
+    }
     if problems.is_empty() {
         Ok(config)
     } else {
@@ -875,6 +898,32 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn kubelet_fail_cgroup_v1_is_a_boolean() {
+        assert_eq!(parse("# unset\n").unwrap().kubelet_fail_cgroup_v1, None);
+        assert_eq!(
+            parse("kubelet_fail_cgroup_v1: false\n")
+                .unwrap()
+                .kubelet_fail_cgroup_v1,
+            Some(false)
+        );
+        assert_eq!(
+            parse("kubelet_fail_cgroup_v1: true\n")
+                .unwrap()
+                .kubelet_fail_cgroup_v1,
+            Some(true)
+        );
+        for bad in ["no", "off", "0", "maybe", "False"] {
+            let err = error(&format!("cluster_name: x\nkubelet_fail_cgroup_v1: {bad}\n"));
+            assert!(
+                err.starts_with("conf/cluster.yaml:2: `kubelet_fail_cgroup_v1: ")
+                    && err.contains("must be true or false"),
+                "{bad}: {err}"
+            );
+        }
+        assert!(error("kubelet_fail_cgroup_v1: [false]\n").starts_with("conf/cluster.yaml:1: "));
     }
 
     fn parse(text: &str) -> Result<ClusterConfig, ConfigError> {

@@ -1,11 +1,18 @@
 //! `ilha::preflight` against the lab's real hosts (root, never skipped): clean hosts pass, and a
 //! wrong `ip=`, a busy port, a skewed clock, a lost and an unreachable host each fail naming the
-//! host and what is wrong.
+//! host and what is wrong. The hosts report their real glibc, the lab bundle's binaries (read
+//! from their ELF headers) pass against it, and a binary needing a newer glibc fails naming host
+//! and binary; a host whose default route is deleted gets a warning.
 use std::time::{Duration, Instant, SystemTime};
 
-use ilha::preflight::{self, HostChecks, PortNeed, PreflightReport, Verdict};
+use ilha::cluster::bundle::InstallBundle;
+use ilha::preflight::{
+    self, BundleNeeds, GlibcVersion, HostChecks, HostLibc, LibcNeed, PortNeed, PreflightReport,
+    Verdict,
+};
 use ilha::ssh::{Fleet, SshOptions, Target};
 use ilha_e2e::{LabSession, RestartOnDrop, lab};
+use ilha_format::cluster::NodeRole;
 use xtask::lab::Lab;
 
 const HOSTS: usize = 3;
@@ -48,6 +55,7 @@ fn host_checks(lab: &Lab, index: usize) -> HostChecks {
         min_memory_mib: 256,
         min_disk_mib: 256,
         needs_container_runtime: true,
+        ..HostChecks::default()
     }
 }
 
@@ -321,4 +329,210 @@ async fn lost_and_unreachable_hosts_fail_naming_host_and_ssh_error() {
     );
     assert!(!report.passed());
     fleet.close().await;
+}
+
+/// The lab bundle, verified and extracted as `up` does, with what its binaries need.
+fn lab_bundle_needs(state: &std::path::Path) -> (InstallBundle, BundleNeeds) {
+    let built = ilha_e2e::cluster::lab_bundle();
+    let bundle = InstallBundle::open(&built.bundle, &built.pubkey, state)
+        .unwrap_or_else(|e| panic!("opening the lab bundle: {e:#}"));
+    let needs = BundleNeeds::of_bundle(&bundle).unwrap_or_else(|e| panic!("{e:#}"));
+    (bundle, needs)
+}
+
+/// The glibc version a host reports through `ldd --version` (the probe asks `getconf`).
+fn host_glibc_by_ldd(lab: &Lab, index: usize) -> GlibcVersion {
+    let line = lab
+        .ssh_ok(index, "ldd --version | sed -n 1p")
+        .unwrap_or_else(|e| panic!("h{index}: {e}"));
+    line.split_whitespace()
+        .last()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("h{index}: ldd said {line:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hosts_report_their_real_glibc_and_the_lab_bundle_runs_on_them() {
+    let lab = lab(HOSTS);
+    let state = tempfile::tempdir().unwrap();
+    let (bundle, needs) = lab_bundle_needs(state.path());
+    // Measured from the bundle's files: Kubernetes built from source is static Go; Debian 12's
+    // containerd, runc, etcd and CNI plugins reference GLIBC_2.34 at most.
+    assert_eq!(needs.binaries["kubelet"], LibcNeed::Static, "{needs:?}");
+    assert_eq!(needs.binaries["kube-apiserver"], LibcNeed::Static);
+    let glibc_2_34 = LibcNeed::Glibc(Some(GlibcVersion::new(2, 34)));
+    for name in ["containerd", "runc", "etcd", "bridge"] {
+        assert_eq!(needs.binaries[name], glibc_2_34, "{name}: {needs:?}");
+    }
+    let roles: [&[NodeRole]; HOSTS] = [
+        &[NodeRole::Etcd, NodeRole::ControlPlane, NodeRole::Node],
+        &[NodeRole::Node],
+        &[NodeRole::Etcd],
+    ];
+    let mut checks = all_checks(&lab);
+    for (host, roles) in checks.iter_mut().zip(roles) {
+        host.binaries = needs.for_roles(&bundle.requirements, roles);
+        host.kubernetes_version = Some(bundle.version.clone());
+    }
+    let fleet = Fleet::connect(targets(&lab, &[1, 2, 3]), &lab_options(&lab))
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+    let report = preflight::run(&fleet, &checks, SystemTime::now()).await;
+    fleet.close().await;
+    println!("{report}");
+    assert!(report.passed(), "{report}");
+    for (index, host) in (1..).zip(&report.hosts) {
+        let glibc = host_glibc_by_ldd(&lab, index);
+        assert_eq!(host.facts.libc, Some(HostLibc::Glibc(glibc)), "{report}");
+        let row = host.check("libc").unwrap();
+        assert_eq!(row.verdict, Verdict::Pass, "{report}");
+        assert!(
+            row.detail
+                .starts_with(&format!("glibc {glibc}; binaries need glibc 2.34: ")),
+            "{report}"
+        );
+    }
+    // h1 runs the lot; h3 (etcd only) gets etcd and etcdctl and nothing static.
+    let h1 = &report.host("h1").unwrap().check("libc").unwrap().detail;
+    assert!(h1.contains("containerd") && h1.contains("static: ") && h1.contains("kubelet"));
+    let h3 = &report.host("h3").unwrap().check("libc").unwrap().detail;
+    assert!(h3.contains("etcd") && !h3.contains("kubelet"), "{h3}");
+    // The lab runs Kubernetes v1.20.2 on cgroup v1: below 1.35, the kubelet takes it.
+    let h1 = report.host("h1").unwrap();
+    assert_eq!(h1.facts.cgroup_version.as_deref(), Some("v1"), "{report}");
+    assert_eq!(h1.check("cgroups").unwrap().verdict, Verdict::Pass);
+}
+
+/// No real binary of the lab needs more than the hosts' glibc 2.36: Debian 13's etcd 3.5.16,
+/// the newest the lab has, references GLIBC_2.34 (asserted below). So the failing binary is a
+/// STAND-IN: that etcd with its one `GLIBC_2.34` version-need string rewritten to `GLIBC_2.99`
+/// (same length, in `.dynstr`). The hosts' own loader is asked too and refuses it the same way,
+/// so what preflight predicts is what would have happened at `systemctl start etcd`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_binary_needing_a_newer_glibc_fails_naming_host_and_binary() {
+    let lab = lab(HOSTS);
+    let newer = xtask::artifacts::newer_etcd::ensure(&lab.config().cache_dir)
+        .unwrap_or_else(|e| panic!("Debian 13's etcd: {e}"));
+    assert_eq!(
+        preflight::read_libc_need(&newer.etcd).unwrap(),
+        LibcNeed::Glibc(Some(GlibcVersion::new(2, 34))),
+        "Debian 13's etcd needs a newer glibc now: use it as is instead of the stand-in"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let stand_in = dir.path().join("etcd");
+    let mut bytes = std::fs::read(&newer.etcd).unwrap();
+    let needle = b"GLIBC_2.34\0";
+    let at: Vec<usize> = bytes
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| w == needle)
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(at.len(), 1, "one version-need string expected");
+    bytes[at[0]..at[0] + needle.len()].copy_from_slice(b"GLIBC_2.99\0");
+    std::fs::write(&stand_in, &bytes).unwrap();
+    let need = preflight::read_libc_need(&stand_in).unwrap();
+    assert_eq!(need, LibcNeed::Glibc(Some(GlibcVersion::new(2, 99))));
+
+    let needs = BundleNeeds::read([("etcd", stand_in.as_path())]).unwrap();
+    let requirements = ilha_format::cluster::requirements(&ilha_format::cluster::ClusterSpec {
+        kubernetes_version: "v1.20.2".into(),
+        network: ilha_format::cluster::Network::Bridge,
+    })
+    .unwrap();
+    let mut checks = all_checks(&lab);
+    checks[0].binaries = needs.for_roles(&requirements, &[NodeRole::Etcd]);
+    let fleet = Fleet::connect(targets(&lab, &[1, 2, 3]), &lab_options(&lab))
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+    let report = preflight::run(&fleet, &checks, SystemTime::now()).await;
+    fleet.close().await;
+    println!("{report}");
+    let failed = failures(&report);
+    assert_eq!(failed.len(), 1, "{report}");
+    assert_eq!((failed[0].0.as_str(), failed[0].1), ("h1", "libc"));
+    let glibc = host_glibc_by_ldd(&lab, 1);
+    assert!(
+        failed[0].2.starts_with(&format!(
+            "the host has glibc {glibc}, but etcd needs glibc 2.99: put statically linked builds of etcd"
+        )),
+        "{report}"
+    );
+    assert!(
+        failed[0]
+            .2
+            .ends_with("or use a host with glibc 2.99 or newer")
+    );
+
+    // The host's loader agrees.
+    lab.copy_to(1, &stand_in, "/tmp/ilha-preflight-etcd")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let run = lab
+        .ssh(
+            1,
+            "chmod +x /tmp/ilha-preflight-etcd; /tmp/ilha-preflight-etcd --version 2>&1; \
+             echo rc=$?; rm -f /tmp/ilha-preflight-etcd",
+        )
+        .unwrap();
+    let said = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        said.contains("version `GLIBC_2.99' not found") && !said.contains("rc=0"),
+        "{said}"
+    );
+}
+
+/// Puts a host's default route back when dropped, even by a panic.
+struct RestoreRouteOnDrop<'a> {
+    lab: &'a LabSession,
+    index: usize,
+    route: String,
+}
+
+impl Drop for RestoreRouteOnDrop<'_> {
+    fn drop(&mut self) {
+        let script = format!("ip route replace {}", self.route);
+        if let Err(err) = self.lab.ssh_ok(self.index, &script) {
+            eprintln!("restoring h{}'s default route: {err}", self.index);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_without_a_default_route_gets_a_warning_not_a_failure() {
+    let lab = lab(HOSTS);
+    let route = lab
+        .ssh_ok(2, "ip -4 route show default")
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(route.starts_with("default via"), "h2: {route:?}");
+    let _restore = RestoreRouteOnDrop {
+        lab: &lab,
+        index: 2,
+        route: route.clone(),
+    };
+    lab.ssh_ok(
+        2,
+        "ip -4 route del default; ip -6 route del default 2>/dev/null || true",
+    )
+    .unwrap();
+    let fleet = Fleet::connect(targets(&lab, &[1, 2, 3]), &lab_options(&lab))
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+    let report = preflight::run(&fleet, &all_checks(&lab), SystemTime::now()).await;
+    fleet.close().await;
+    println!("{report}");
+    // h2 has ip= in the checks: it still passes, with the warning.
+    assert!(report.passed(), "{report}");
+    let h2 = report.host("h2").unwrap();
+    let row = h2.check("default_route").unwrap();
+    assert_eq!(row.verdict, Verdict::Warn, "{report}");
+    assert!(
+        row.detail
+            .starts_with("none: ilha installs a route for the service range")
+    );
+    assert_eq!(h2.facts.default_route, None);
+    let h1 = report.host("h1").unwrap().check("default_route").unwrap();
+    assert_eq!(h1.verdict, Verdict::Pass, "{report}");
+    assert!(h1.detail.starts_with("default via "), "{report}");
 }

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use super::paths::*;
 use super::{ClusterPlan, HostPlan, ip_port};
+use crate::config::KubeVersion;
 
 /// A file to put on a host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,6 +273,23 @@ pub fn containerd_unit() -> RemoteFile {
 
 const MASTER_TAINT: &str = "node-role.kubernetes.io/master";
 
+/// The first Kubernetes minor whose KubeletConfiguration has `failCgroupV1` (KEP-4569, cgroup
+/// v1 in maintenance mode; default false).
+pub const FAIL_CGROUP_V1_FIELD_FROM: (u64, u64) = (1, 31);
+/// From this minor `failCgroupV1` defaults to true: the kubelet refuses to start on cgroup v1.
+pub const FAIL_CGROUP_V1_DEFAULT_TRUE_FROM: (u64, u64) = (1, 35);
+
+/// Whether the kubelet of `version`, given the cluster config's `kubelet_fail_cgroup_v1`,
+/// refuses to start on a cgroup v1 host. Before 1.31 the field does not exist: never.
+pub fn kubelet_refuses_cgroup_v1(version: &KubeVersion, fail_cgroup_v1: Option<bool>) -> bool {
+    let (major, minor) = FAIL_CGROUP_V1_FIELD_FROM;
+    if !version.at_least(major, minor) {
+        return false;
+    }
+    let (major, minor) = FAIL_CGROUP_V1_DEFAULT_TRUE_FROM;
+    fail_cgroup_v1.unwrap_or(version.at_least(major, minor))
+}
+
 pub fn kubelet_config(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
     let c = &plan.config;
     let mut text = format!(
@@ -301,6 +319,12 @@ pub fn kubelet_config(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
             text,
             "registerWithTaints:\n- {{key: {MASTER_TAINT}, effect: NoSchedule}}"
         );
+    }
+    let (major, minor) = FAIL_CGROUP_V1_FIELD_FROM;
+    if let Some(fail) = c.kubelet_fail_cgroup_v1
+        && plan.version.at_least(major, minor)
+    {
+        let _ = writeln!(text, "failCgroupV1: {fail}");
     }
     if !c.kubelet_eviction_hard.is_empty() {
         text.push_str("evictionHard:\n");
@@ -587,6 +611,35 @@ mod tests {
         );
         assert!(config.contains("registerWithTaints:"));
         assert!(!text(&kubelet_config(&new, &new.hosts[3])).contains("registerWithTaints"));
+    }
+
+    #[test]
+    fn kubelet_fail_cgroup_v1_rendered_only_when_set_and_known() {
+        let mut plan = plan_for("v1.35.0");
+        assert!(!text(&kubelet_config(&plan, &plan.hosts[3])).contains("failCgroupV1"));
+        plan.config.kubelet_fail_cgroup_v1 = Some(false);
+        assert!(text(&kubelet_config(&plan, &plan.hosts[3])).contains("\nfailCgroupV1: false\n"));
+        plan.config.kubelet_fail_cgroup_v1 = Some(true);
+        assert!(text(&kubelet_config(&plan, &plan.hosts[3])).contains("\nfailCgroupV1: true\n"));
+        // 1.30's kubelet has no such field (strict decoding would reject it).
+        let mut old = plan_for("v1.30.4");
+        old.config.kubelet_fail_cgroup_v1 = Some(false);
+        assert!(!text(&kubelet_config(&old, &old.hosts[3])).contains("failCgroupV1"));
+        let mut first = plan_for("v1.31.0");
+        first.config.kubelet_fail_cgroup_v1 = Some(false);
+        assert!(text(&kubelet_config(&first, &first.hosts[3])).contains("failCgroupV1: false"));
+    }
+
+    #[test]
+    fn which_kubelets_refuse_cgroup_v1() {
+        let v = |s: &str| s.parse::<KubeVersion>().unwrap();
+        assert!(!kubelet_refuses_cgroup_v1(&v("v1.20.2"), None));
+        assert!(!kubelet_refuses_cgroup_v1(&v("v1.30.9"), Some(true)));
+        assert!(!kubelet_refuses_cgroup_v1(&v("v1.34.3"), None));
+        assert!(kubelet_refuses_cgroup_v1(&v("v1.31.0"), Some(true)));
+        assert!(kubelet_refuses_cgroup_v1(&v("v1.35.0"), None));
+        assert!(kubelet_refuses_cgroup_v1(&v("v1.37.1"), None));
+        assert!(!kubelet_refuses_cgroup_v1(&v("v1.37.1"), Some(false)));
     }
 
     #[test]

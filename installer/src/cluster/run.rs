@@ -224,6 +224,8 @@ async fn prepare(request: &UpRequest, command: &'static str) -> anyhow::Result<P
     let bundle = InstallBundle::open(&request.bundle, &request.pubkey, &state_dir)?;
     say(format!("  {}", bundle.summary));
     let version = config.resolve_kubernetes_version(&bundle.version)?;
+    // What the bundle's binaries need of a host's C library: read once, judged per host.
+    let binary_needs = preflight::BundleNeeds::of_bundle(&bundle)?;
 
     say(format!("Connecting to {} hosts ...", inventory.hosts.len()));
     let fleet = Fleet::connect(targets(&inventory), &request.ssh)
@@ -252,6 +254,9 @@ async fn prepare(request: &UpRequest, command: &'static str) -> anyhow::Result<P
             },
             min_disk_mib: 2048,
             needs_container_runtime: h.is_kubernetes_node(),
+            binaries: binary_needs.for_host(&bundle.requirements, h),
+            kubernetes_version: Some(version.clone()),
+            kubelet_fail_cgroup_v1: config.kubelet_fail_cgroup_v1,
         })
         .collect();
     say("Preflight ...");

@@ -4,8 +4,10 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::binaries::{GlibcVersion, HostLibc, LibcNeed};
 use super::probe::{InterfaceAddress, Probe};
 use super::{Check, Facts, HostChecks, HostReport, PortNeed, Verdict};
+use crate::cluster::render::{FAIL_CGROUP_V1_DEFAULT_TRUE_FROM, kubelet_refuses_cgroup_v1};
 
 /// Commands the install steps run on every host.
 pub const REQUIRED_TOOLS: [&str; 6] = [
@@ -88,7 +90,12 @@ pub(crate) fn evaluate(checks: &HostChecks, probe: &Probe, clock: &OperatorClock
     let cgroup_version = cgroup_version(probe);
     if checks.needs_container_runtime {
         rows.push(overlay(probe));
-        rows.push(cgroups(probe, cgroup_version));
+        rows.push(cgroups(checks, probe, cgroup_version));
+        rows.push(default_route(checks, probe));
+    }
+    let host_libc = host_libc(probe);
+    if !checks.binaries.is_empty() {
+        rows.push(libc(checks, host_libc));
     }
     for need in &checks.ports {
         rows.push(port(need, probe));
@@ -112,6 +119,11 @@ pub(crate) fn evaluate(checks: &HostChecks, probe: &Probe, clock: &OperatorClock
             node_ip,
             clock_skew_secs,
             cgroup_version: cgroup_version.map(str::to_string),
+            libc: host_libc,
+            default_route: probe
+                .default_routes
+                .iter()
+                .find_map(|route| route.device.clone()),
         },
     }
 }
@@ -481,7 +493,7 @@ fn cgroup_version(probe: &Probe) -> Option<&'static str> {
     }
 }
 
-fn cgroups(probe: &Probe, version: Option<&str>) -> Check {
+fn cgroups(checks: &HostChecks, probe: &Probe, version: Option<&str>) -> Check {
     let (present, required): (BTreeSet<&str>, &[&str]) = match version {
         Some("v2") => (
             probe
@@ -518,6 +530,11 @@ fn cgroups(probe: &Probe, version: Option<&str>) -> Check {
         .collect();
     let listed = present.iter().copied().collect::<Vec<_>>().join(" ");
     if missing.is_empty() {
+        if version == "v1"
+            && let Some(kubernetes) = &checks.kubernetes_version
+        {
+            return cgroup_v1_rule(checks, kubernetes, &listed);
+        }
         row("cgroups", Verdict::Pass, format!("{version} ({listed})"))
     } else {
         row(
@@ -529,6 +546,203 @@ fn cgroups(probe: &Probe, version: Option<&str>) -> Check {
             ),
         )
     }
+}
+
+/// cgroup v1 with the version's kubelet: from 1.35 it refuses v1 unless `failCgroupV1: false`
+/// (KEP-4569; the field exists from 1.31, defaulting to false until 1.35).
+fn cgroup_v1_rule(
+    checks: &HostChecks,
+    kubernetes: &crate::config::KubeVersion,
+    listed: &str,
+) -> Check {
+    let setting = checks.kubelet_fail_cgroup_v1;
+    if kubelet_refuses_cgroup_v1(kubernetes, setting) {
+        let why = match setting {
+            Some(true) => "the cluster config sets `kubelet_fail_cgroup_v1: true`".to_string(),
+            _ => format!(
+                "the kubelet refuses cgroup v1 from Kubernetes v{}.{} (failCgroupV1 defaults to true)",
+                FAIL_CGROUP_V1_DEFAULT_TRUE_FROM.0, FAIL_CGROUP_V1_DEFAULT_TRUE_FROM.1
+            ),
+        };
+        return row(
+            "cgroups",
+            Verdict::Fail,
+            format!(
+                "v1 ({listed}) with Kubernetes {kubernetes}: {why}; move this host to cgroup v2 \
+                 (boot with systemd.unified_cgroup_hierarchy=1), or set \
+                 `kubelet_fail_cgroup_v1: false` in the cluster config (cgroup v1 is deprecated)"
+            ),
+        );
+    }
+    if setting == Some(false)
+        && kubernetes.at_least(
+            FAIL_CGROUP_V1_DEFAULT_TRUE_FROM.0,
+            FAIL_CGROUP_V1_DEFAULT_TRUE_FROM.1,
+        )
+    {
+        return row(
+            "cgroups",
+            Verdict::Warn,
+            format!(
+                "v1 ({listed}) with Kubernetes {kubernetes}: allowed by `kubelet_fail_cgroup_v1: false`; \
+                 cgroup v1 is deprecated, move this host to cgroup v2"
+            ),
+        );
+    }
+    row("cgroups", Verdict::Pass, format!("v1 ({listed})"))
+}
+
+/// Without a default route, host-network clients get "Network is unreachable" for ClusterIPs
+/// (kube-proxy's DNAT happens after the routing decision): ilha routes the service range
+/// itself, so this only tells the operator.
+fn default_route(checks: &HostChecks, probe: &Probe) -> Check {
+    if let Some(route) = probe.default_routes.first() {
+        let mut detail = String::from("default");
+        if let Some(via) = route.via {
+            detail.push_str(&format!(" via {via}"));
+        }
+        if let Some(device) = &route.device {
+            detail.push_str(&format!(" dev {device}"));
+        }
+        return row("default_route", Verdict::Pass, detail);
+    }
+    if !probe.default_routes_checked {
+        return row(
+            "default_route",
+            Verdict::Warn,
+            "default routes not reported by the probe (no `ip`)",
+        );
+    }
+    let mut detail = "none: ilha installs a route for the service range (service_cidr) on the \
+                      node's interface, so host-network clients (CNI agents, node-local DNS, \
+                      monitoring) still reach ClusterIPs"
+        .to_string();
+    if checks.expected_ip.is_none() {
+        detail.push_str("; without a default route the host needs ip= in the inventory");
+    }
+    row("default_route", Verdict::Warn, detail)
+}
+
+/// The host's C library from what the probe printed: `getconf GNU_LIBC_VERSION` (glibc only),
+/// else the first line of `ldd --version`, else a musl loader. `None`: the probe said nothing
+/// (cut short); [`HostLibc::None`]: it looked and found no C library.
+fn host_libc(probe: &Probe) -> Option<HostLibc> {
+    let glibc = |text: &str| {
+        text.split_whitespace()
+            .last()
+            .and_then(|v| v.parse::<GlibcVersion>().ok())
+    };
+    if let Some(version) = probe
+        .libc_getconf
+        .as_deref()
+        .and_then(|t| t.strip_prefix("glibc "))
+        .and_then(glibc)
+    {
+        return Some(HostLibc::Glibc(version));
+    }
+    if let Some(line) = probe.libc_ldd.as_deref() {
+        if line.to_ascii_lowercase().contains("musl") {
+            return Some(HostLibc::Musl);
+        }
+        if let Some(version) = glibc(line) {
+            return Some(HostLibc::Glibc(version));
+        }
+    }
+    if !probe.musl_loaders.is_empty() {
+        return Some(HostLibc::Musl);
+    }
+    probe.complete.then_some(HostLibc::None)
+}
+
+/// Whether a host with `host` can load a binary needing `need`.
+fn runs_on(need: LibcNeed, host: HostLibc) -> bool {
+    match (need, host) {
+        (LibcNeed::Static, _) => true,
+        (LibcNeed::Glibc(None), HostLibc::Glibc(_)) => true,
+        (LibcNeed::Glibc(Some(needed)), HostLibc::Glibc(found)) => needed <= found,
+        (LibcNeed::Musl, HostLibc::Musl) => true,
+        _ => false,
+    }
+}
+
+/// The bundle binaries this host gets, against its C library: each binary that cannot start
+/// there is named with what it needs and what the host has.
+fn libc(checks: &HostChecks, host: Option<HostLibc>) -> Check {
+    let Some(host) = host else {
+        return not_reported(
+            "libc",
+            "the host's C library (getconf GNU_LIBC_VERSION, ldd --version)",
+        );
+    };
+    let failing: Vec<_> = checks
+        .binaries
+        .iter()
+        .filter(|b| !runs_on(b.need, host))
+        .collect();
+    if failing.is_empty() {
+        // Grouped by need, newest glibc first: "glibc 2.34: containerd runc; static: kubelet".
+        let mut groups: Vec<(LibcNeed, Vec<&str>)> = Vec::new();
+        for binary in &checks.binaries {
+            match groups.iter_mut().find(|(need, _)| *need == binary.need) {
+                Some((_, names)) => names.push(&binary.name),
+                None => groups.push((binary.need, vec![&binary.name])),
+            }
+        }
+        groups.sort_by_key(|(need, _)| match need {
+            LibcNeed::Glibc(version) => (0, std::cmp::Reverse(*version)),
+            LibcNeed::Musl => (1, std::cmp::Reverse(None)),
+            LibcNeed::Static => (2, std::cmp::Reverse(None)),
+        });
+        let groups: Vec<String> = groups
+            .iter()
+            .map(|(need, names)| format!("{need}: {}", names.join(" ")))
+            .collect();
+        return row(
+            "libc",
+            Verdict::Pass,
+            format!("{host}; binaries need {}", groups.join("; ")),
+        );
+    }
+    let names: Vec<&str> = failing.iter().map(|b| b.name.as_str()).collect();
+    let needs: Vec<String> = failing
+        .iter()
+        .map(|b| format!("{} needs {}", b.name, b.need))
+        .collect();
+    let newest_glibc = failing
+        .iter()
+        .filter_map(|b| match b.need {
+            LibcNeed::Glibc(version) => Some(version),
+            _ => None,
+        })
+        .max();
+    let other_host = match newest_glibc {
+        Some(Some(version)) => format!("a host with glibc {version} or newer"),
+        Some(None) => "a host with glibc".to_string(),
+        None => "a host with musl".to_string(),
+    };
+    // containerd's default upstream tarball is dynamic; its static build is a separate tarball.
+    let hint = if names
+        .iter()
+        .any(|n| n.starts_with("containerd") || *n == "ctr")
+    {
+        "e.g. upstream's containerd-static tarball for containerd"
+    } else {
+        "e.g. the project's own release binaries, usually static, instead of a distribution's package"
+    };
+    let found = match host {
+        HostLibc::None => "no C library (getconf, ldd and a musl loader all missing)".to_string(),
+        other => other.to_string(),
+    };
+    row(
+        "libc",
+        Verdict::Fail,
+        format!(
+            "the host has {found}, but {}: put statically linked builds of {} in the bundle \
+             ({hint}), or use {other_host}",
+            needs.join(", "),
+            names.join(", ")
+        ),
+    )
 }
 
 /// The systemd unit a cgroup path belongs to: its first `.service` or `.scope` component
@@ -619,7 +833,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::preflight::probe::{CgroupMount, DiskFree, Listener, RouteSource};
+    use crate::preflight::BinaryNeed;
+    use crate::preflight::probe::{CgroupMount, DefaultRoute, DiskFree, Listener, RouteSource};
 
     const NOW: u64 = 1_700_000_000;
 
@@ -645,6 +860,22 @@ mod tests {
             min_memory_mib: 2048,
             min_disk_mib: 10_240,
             needs_container_runtime: true,
+            binaries: vec![
+                BinaryNeed {
+                    name: "kubelet".into(),
+                    need: LibcNeed::Static,
+                },
+                BinaryNeed {
+                    name: "containerd".into(),
+                    need: LibcNeed::Glibc(Some(GlibcVersion::new(2, 34))),
+                },
+                BinaryNeed {
+                    name: "runc".into(),
+                    need: LibcNeed::Glibc(Some(GlibcVersion::new(2, 34))),
+                },
+            ],
+            kubernetes_version: None,
+            kubelet_fail_cgroup_v1: None,
         }
     }
 
@@ -712,6 +943,14 @@ mod tests {
                 target: "/sys/fs/cgroup".into(),
                 options: vec!["rw".into()],
             }],
+            libc_getconf: Some("glibc 2.36".into()),
+            libc_ldd: None,
+            musl_loaders: Vec::new(),
+            default_routes: vec![DefaultRoute {
+                via: Some("10.0.0.1".parse().unwrap()),
+                device: Some("eth0".into()),
+            }],
+            default_routes_checked: true,
             unparsed: Vec::new(),
         }
     }
@@ -759,10 +998,17 @@ mod tests {
                 "ip_forward",
                 "overlay",
                 "cgroups",
+                "default_route",
+                "libc",
                 "port"
             ]
         );
         assert_eq!(report.verdict(), Verdict::Pass);
+        assert_eq!(
+            facts_libc(&report),
+            Some(HostLibc::Glibc(GlibcVersion::new(2, 36)))
+        );
+        assert_eq!(report.facts.default_route.as_deref(), Some("eth0"));
         let facts = &report.facts;
         assert_eq!(facts.os.as_deref(), Some("Debian GNU/Linux 12 (bookworm)"));
         assert_eq!(facts.arch.as_deref(), Some("amd64"));
@@ -797,6 +1043,7 @@ mod tests {
         let report = judge(&checks, &probe);
         assert!(report.check("overlay").is_none());
         assert!(report.check("cgroups").is_none());
+        assert!(report.check("default_route").is_none());
         assert_eq!(report.verdict(), Verdict::Pass);
     }
 
@@ -828,11 +1075,14 @@ mod tests {
             "ip_forward",
             "overlay",
             "cgroups",
+            "libc",
             "port",
         ] {
             assert_eq!(only(&report, name).verdict, Verdict::Fail, "{name}");
         }
         assert_row(&report, "swap", Verdict::Warn, "not reported");
+        assert_row(&report, "default_route", Verdict::Warn, "not reported");
+        assert_row(&report, "libc", Verdict::Fail, "C library");
         assert_row(&report, "port", Verdict::Fail, "not reported");
         assert_eq!(report.facts, Facts::default());
     }
@@ -1280,6 +1530,270 @@ mod tests {
             rows[1].detail == "22 (ssh): already held by its owner ssh.service",
             "{:?}",
             rows[1]
+        );
+    }
+
+    fn facts_libc(report: &HostReport) -> Option<HostLibc> {
+        report.facts.libc
+    }
+
+    fn glibc(major: u32, minor: u32) -> LibcNeed {
+        LibcNeed::Glibc(Some(GlibcVersion::new(major, minor)))
+    }
+
+    #[test]
+    fn libc_passes_listing_needs_newest_first() {
+        let mut checks = host_checks();
+        checks.binaries.push(BinaryNeed {
+            name: "etcd".into(),
+            need: glibc(2, 17),
+        });
+        assert_row(
+            &judge(&checks, &good_probe()),
+            "libc",
+            Verdict::Pass,
+            "glibc 2.36; binaries need glibc 2.34: containerd runc; glibc 2.17: etcd; static: kubelet",
+        );
+        // Needing exactly what the host has is enough.
+        checks.binaries.push(BinaryNeed {
+            name: "ctr".into(),
+            need: glibc(2, 36),
+        });
+        assert_eq!(
+            only(&judge(&checks, &good_probe()), "libc").verdict,
+            Verdict::Pass
+        );
+    }
+
+    #[test]
+    fn a_binary_needing_a_newer_glibc_fails_naming_it_both_versions_and_the_way_out() {
+        let mut checks = host_checks();
+        checks.binaries[1].need = glibc(2, 38);
+        checks.binaries.push(BinaryNeed {
+            name: "etcd".into(),
+            need: glibc(2, 39),
+        });
+        assert_row(
+            &judge(&checks, &good_probe()),
+            "libc",
+            Verdict::Fail,
+            "the host has glibc 2.36, but containerd needs glibc 2.38, etcd needs glibc 2.39: \
+             put statically linked builds of containerd, etcd in the bundle (e.g. upstream's \
+             containerd-static tarball for containerd), or use a host with glibc 2.39 or newer",
+        );
+    }
+
+    #[test]
+    fn the_way_out_names_containerd_static_only_for_containerd() {
+        let mut checks = host_checks();
+        checks.binaries = vec![BinaryNeed {
+            name: "etcd".into(),
+            need: glibc(2, 39),
+        }];
+        assert_row(
+            &judge(&checks, &good_probe()),
+            "libc",
+            Verdict::Fail,
+            "put statically linked builds of etcd in the bundle (e.g. the project's own release \
+             binaries, usually static, instead of a distribution's package), or use a host with \
+             glibc 2.39 or newer",
+        );
+    }
+
+    #[test]
+    fn glibc_binaries_fail_on_musl_and_on_hosts_without_a_c_library() {
+        let mut probe = good_probe();
+        probe.libc_getconf = None;
+        probe.libc_ldd = Some("musl libc (x86_64)".into());
+        let report = judge(&host_checks(), &probe);
+        assert_row(
+            &report,
+            "libc",
+            Verdict::Fail,
+            "the host has musl, but containerd needs glibc 2.34, runc needs glibc 2.34",
+        );
+        assert_eq!(facts_libc(&report), Some(HostLibc::Musl));
+
+        probe.libc_ldd = None;
+        probe.musl_loaders = vec!["/lib/ld-musl-x86_64.so.1".into()];
+        assert_eq!(
+            facts_libc(&judge(&host_checks(), &probe)),
+            Some(HostLibc::Musl)
+        );
+
+        probe.musl_loaders.clear();
+        let report = judge(&host_checks(), &probe);
+        assert_row(
+            &report,
+            "libc",
+            Verdict::Fail,
+            "the host has no C library (getconf, ldd and a musl loader all missing)",
+        );
+        assert_eq!(facts_libc(&report), Some(HostLibc::None));
+
+        // Static binaries run anywhere.
+        let mut checks = host_checks();
+        checks.binaries.retain(|b| b.need == LibcNeed::Static);
+        assert_row(
+            &judge(&checks, &probe),
+            "libc",
+            Verdict::Pass,
+            "static: kubelet",
+        );
+    }
+
+    #[test]
+    fn host_glibc_from_ldd_when_getconf_is_silent() {
+        let mut probe = good_probe();
+        probe.libc_getconf = None;
+        probe.libc_ldd = Some("ldd (GNU libc) 2.34".into());
+        assert_eq!(
+            facts_libc(&judge(&host_checks(), &probe)),
+            Some(HostLibc::Glibc(GlibcVersion::new(2, 34)))
+        );
+        probe.libc_ldd = Some("ldd (Debian GLIBC 2.36-9+deb12u14) 2.36".into());
+        assert_eq!(
+            facts_libc(&judge(&host_checks(), &probe)),
+            Some(HostLibc::Glibc(GlibcVersion::new(2, 36)))
+        );
+    }
+
+    #[test]
+    fn no_binaries_no_libc_row() {
+        let mut checks = host_checks();
+        checks.binaries.clear();
+        assert!(judge(&checks, &good_probe()).check("libc").is_none());
+    }
+
+    fn cgroup_v1_probe() -> Probe {
+        let mut probe = good_probe();
+        probe.cgroup2_controllers = None;
+        probe.cgroup_mounts = vec![
+            v1_mount("cpu,cpuacct"),
+            v1_mount("cpuset"),
+            v1_mount("memory"),
+        ];
+        probe
+    }
+
+    #[test]
+    fn cgroup_v1_fails_from_kubernetes_1_35_naming_both_ways_out() {
+        let mut checks = host_checks();
+        checks.kubernetes_version = Some("v1.35.0".parse().unwrap());
+        assert_row(
+            &judge(&checks, &cgroup_v1_probe()),
+            "cgroups",
+            Verdict::Fail,
+            "v1 (cpu cpuacct cpuset memory) with Kubernetes v1.35.0: the kubelet refuses cgroup v1 \
+             from Kubernetes v1.35 (failCgroupV1 defaults to true); move this host to cgroup v2 \
+             (boot with systemd.unified_cgroup_hierarchy=1), or set `kubelet_fail_cgroup_v1: false` \
+             in the cluster config (cgroup v1 is deprecated)",
+        );
+        // Its release candidates already have the new default.
+        for version in ["v1.35.0-rc.1", "v1.37.1"] {
+            checks.kubernetes_version = Some(version.parse().unwrap());
+            assert_row(
+                &judge(&checks, &cgroup_v1_probe()),
+                "cgroups",
+                Verdict::Fail,
+                version,
+            );
+        }
+
+        // The escape hatch: allowed, with a warning.
+        checks.kubelet_fail_cgroup_v1 = Some(false);
+        assert_row(
+            &judge(&checks, &cgroup_v1_probe()),
+            "cgroups",
+            Verdict::Warn,
+            "allowed by `kubelet_fail_cgroup_v1: false`; cgroup v1 is deprecated",
+        );
+        // cgroup v2 hosts never meet the rule.
+        checks.kubelet_fail_cgroup_v1 = None;
+        assert_row(
+            &judge(&checks, &good_probe()),
+            "cgroups",
+            Verdict::Pass,
+            "v2",
+        );
+    }
+
+    #[test]
+    fn cgroup_v1_below_1_35_passes_unless_the_config_asks_the_kubelet_to_fail() {
+        let mut checks = host_checks();
+        for version in ["v1.20.2", "v1.30.4", "v1.34.2"] {
+            checks.kubernetes_version = Some(version.parse().unwrap());
+            assert_row(
+                &judge(&checks, &cgroup_v1_probe()),
+                "cgroups",
+                Verdict::Pass,
+                "v1 (cpu cpuacct cpuset memory)",
+            );
+        }
+        // 1.31-1.34 know the field: `true` makes that kubelet refuse v1 too.
+        checks.kubernetes_version = Some("v1.33.1".parse().unwrap());
+        checks.kubelet_fail_cgroup_v1 = Some(true);
+        assert_row(
+            &judge(&checks, &cgroup_v1_probe()),
+            "cgroups",
+            Verdict::Fail,
+            "the cluster config sets `kubelet_fail_cgroup_v1: true`",
+        );
+        // Before 1.31 the field does not exist (and is not rendered): no rule.
+        checks.kubernetes_version = Some("v1.30.4".parse().unwrap());
+        assert_eq!(
+            only(&judge(&checks, &cgroup_v1_probe()), "cgroups").verdict,
+            Verdict::Pass
+        );
+    }
+
+    #[test]
+    fn no_default_route_warns_and_says_what_ilha_does() {
+        let mut probe = good_probe();
+        probe.default_routes.clear();
+        let report = judge(&host_checks(), &probe);
+        assert_row(
+            &report,
+            "default_route",
+            Verdict::Warn,
+            "none: ilha installs a route for the service range (service_cidr) on the node's \
+             interface, so host-network clients (CNI agents, node-local DNS, monitoring) still \
+             reach ClusterIPs",
+        );
+        assert_eq!(report.verdict(), Verdict::Warn);
+        assert_eq!(report.facts.default_route, None);
+        // Without ip= as well: the address row still refuses the host.
+        let mut checks = host_checks();
+        checks.expected_ip = None;
+        probe.routes.clear();
+        let report = judge(&checks, &probe);
+        assert_row(
+            &report,
+            "default_route",
+            Verdict::Warn,
+            "needs ip= in the inventory",
+        );
+        assert_row(&report, "address", Verdict::Fail, "no default route");
+    }
+
+    #[test]
+    fn default_route_row_shows_gateway_and_device() {
+        assert_row(
+            &judge(&host_checks(), &good_probe()),
+            "default_route",
+            Verdict::Pass,
+            "default via 10.0.0.1 dev eth0",
+        );
+        let mut probe = good_probe();
+        probe.default_routes = vec![DefaultRoute {
+            via: None,
+            device: Some("wg0".into()),
+        }];
+        assert_row(
+            &judge(&host_checks(), &probe),
+            "default_route",
+            Verdict::Pass,
+            "default dev wg0",
         );
     }
 

@@ -5,6 +5,7 @@
 //! The split keeps the judging testable without hosts: [`script`] writes the probe, [`probe`]
 //! parses its `key=value` output (tolerating garbage), [`evaluate`] turns that into verdicts, and
 //! only [`run`] talks SSH. See docs/preflight.md.
+mod binaries;
 mod evaluate;
 mod probe;
 mod render;
@@ -15,8 +16,10 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::config::KubeVersion;
 use crate::ssh::{Fleet, Session, SshError};
 
+pub use binaries::{BinaryNeed, BundleNeeds, GlibcVersion, HostLibc, LibcNeed, read_libc_need};
 pub use evaluate::{CLOCK_SKEW_FAIL, CLOCK_SKEW_WARN, REQUIRED_TOOLS, kubernetes_arch};
 
 /// How long one host's probe may take. It reads a few files and runs `df`: a host still busy
@@ -35,7 +38,7 @@ pub struct PortNeed {
 }
 
 /// What the plan asks of one host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostChecks {
     /// Inventory name (the Session's name in the Fleet).
     pub host: String,
@@ -48,8 +51,17 @@ pub struct HostChecks {
     pub min_memory_mib: u64,
     /// Free space on the filesystem holding /var/lib at least this.
     pub min_disk_mib: u64,
-    /// Kubernetes nodes (they run containerd): overlay filesystem and cgroups are checked.
+    /// Kubernetes nodes (they run containerd): overlay filesystem, cgroups and the default
+    /// route are checked.
     pub needs_container_runtime: bool,
+    /// The bundle binaries this host gets and what each needs of its C library
+    /// ([`BundleNeeds::for_roles`]); empty: no `libc` row.
+    pub binaries: Vec<BinaryNeed>,
+    /// The Kubernetes version to install: rules that depend on it (cgroup v1 from 1.35) are
+    /// judged for it. `None`: no version rule applies.
+    pub kubernetes_version: Option<KubeVersion>,
+    /// The cluster config's `kubelet_fail_cgroup_v1` (`None`: the kubelet's default).
+    pub kubelet_fail_cgroup_v1: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -105,6 +117,10 @@ pub struct Facts {
     pub clock_skew_secs: Option<f64>,
     /// `"v2"` or `"v1"`.
     pub cgroup_version: Option<String>,
+    /// The host's C library (`getconf GNU_LIBC_VERSION`, `ldd --version`, a musl loader).
+    pub libc: Option<HostLibc>,
+    /// The device of the default route (IPv4, else IPv6); `None`: the host has none.
+    pub default_route: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

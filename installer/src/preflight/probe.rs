@@ -37,6 +37,13 @@ pub(crate) struct Listener {
     pub processes: Vec<(String, u32)>,
 }
 
+/// One default route: `default via 10.88.0.1 dev eth0 proto static`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DefaultRoute {
+    pub via: Option<IpAddr>,
+    pub device: Option<String>,
+}
+
 /// A mounted cgroup filesystem (`/proc/self/mounts`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CgroupMount {
@@ -88,6 +95,17 @@ pub(crate) struct Probe {
     /// `/sys/fs/cgroup/cgroup.controllers` when /sys/fs/cgroup is cgroup v2.
     pub cgroup2_controllers: Option<Vec<String>>,
     pub cgroup_mounts: Vec<CgroupMount>,
+    /// `getconf GNU_LIBC_VERSION`: `glibc 2.36`.
+    pub libc_getconf: Option<String>,
+    /// The first line of `ldd --version` when getconf said nothing: `ldd (Debian GLIBC
+    /// 2.36-9+deb12u14) 2.36`, or musl's `musl libc (x86_64)`.
+    pub libc_ldd: Option<String>,
+    /// musl's loaders present (`/lib/ld-musl-x86_64.so.1`).
+    pub musl_loaders: Vec<String>,
+    /// `ip -o route show default` (IPv4, then IPv6): the default routes of the main table.
+    pub default_routes: Vec<DefaultRoute>,
+    /// The default routes were looked for (`ip` exists): an empty list means "none".
+    pub default_routes_checked: bool,
     /// Lines that were not understood, for the `probe` row's detail.
     pub unparsed: Vec<String>,
 }
@@ -205,6 +223,29 @@ fn apply(probe: &mut Probe, key: &str, value: &str) -> bool {
         "ip_forward_writable" => set(&mut probe.ip_forward_writable, flag(value)),
         "overlay_loaded" => set(&mut probe.overlay_loaded, flag(value)),
         "overlay_module" => set(&mut probe.overlay_module, flag(value)),
+        "libc_getconf" => value.trim().is_empty() || set(&mut probe.libc_getconf, text()),
+        "libc_ldd" => value.trim().is_empty() || set(&mut probe.libc_ldd, text()),
+        "musl_loader" => match text() {
+            Some(loader) => {
+                probe.musl_loaders.push(loader);
+                true
+            }
+            None => false,
+        },
+        "default_route" => match parse_default_route(value) {
+            Some(route) => {
+                probe.default_routes.push(route);
+                true
+            }
+            None => false,
+        },
+        "default_route_checked" => match flag(value) {
+            Some(checked) => {
+                probe.default_routes_checked = checked;
+                true
+            }
+            None => false,
+        },
         "cgroup2_controllers" => {
             probe.cgroup2_controllers =
                 Some(value.split_whitespace().map(str::to_string).collect());
@@ -316,6 +357,24 @@ fn parse_route(value: &str) -> Option<RouteSource> {
     })
 }
 
+/// `default via 10.88.0.1 dev eth0 proto static \    ...`; `default dev wg0 scope link`.
+fn parse_default_route(value: &str) -> Option<DefaultRoute> {
+    let fields: Vec<&str> = value.split_whitespace().collect();
+    if fields.first() != Some(&"default") {
+        return None;
+    }
+    let after = |word: &str| {
+        fields
+            .windows(2)
+            .find(|pair| pair[0] == word)
+            .map(|pair| pair[1])
+    };
+    Some(DefaultRoute {
+        via: after("via").and_then(|ip| ip.parse().ok()),
+        device: after("dev").map(str::to_string),
+    })
+}
+
 /// `LISTEN 0 128 0.0.0.0:22 0.0.0.0:* users:(("sshd",pid=123,fd=3))`: `Some(None)` for the
 /// header, `None` for garbage.
 fn parse_ss(value: &str) -> Option<Option<Listener>> {
@@ -401,6 +460,9 @@ overlay_loaded=1
 overlay_module=0
 cgroup2_controllers=cpuset cpu io memory pids
 cgroup_mount=cgroup2 /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime
+libc_getconf=glibc 2.36
+default_route=default via 10.88.0.1 dev eth0 proto static 
+default_route_checked=1
 now_end=1700000000.750000000
 probe_end=1
 "#;
@@ -466,6 +528,48 @@ probe_end=1
             Some(&["cpuset", "cpu", "io", "memory", "pids"].map(String::from)[..])
         );
         assert_eq!(probe.cgroup_mounts[0].fstype, "cgroup2");
+        assert_eq!(probe.libc_getconf.as_deref(), Some("glibc 2.36"));
+        assert_eq!(
+            probe.default_routes,
+            [DefaultRoute {
+                via: Some("10.88.0.1".parse().unwrap()),
+                device: Some("eth0".into())
+            }]
+        );
+        assert!(probe.default_routes_checked);
+    }
+
+    #[test]
+    fn libc_lines_of_glibc_musl_and_none() {
+        let probe = parse(
+            "libc_getconf=\nlibc_ldd=musl libc (x86_64)\nmusl_loader=/lib/ld-musl-x86_64.so.1\n",
+        );
+        assert_eq!(probe.unparsed, Vec::<String>::new());
+        assert_eq!(probe.libc_getconf, None);
+        assert_eq!(probe.libc_ldd.as_deref(), Some("musl libc (x86_64)"));
+        assert_eq!(probe.musl_loaders, ["/lib/ld-musl-x86_64.so.1"]);
+    }
+
+    #[test]
+    fn default_routes_with_and_without_gateway() {
+        assert_eq!(
+            parse_default_route("default dev wg0 scope link"),
+            Some(DefaultRoute {
+                via: None,
+                device: Some("wg0".into())
+            })
+        );
+        assert_eq!(
+            parse_default_route("default via fe80::1 dev ens3 proto ra metric 1024 pref medium"),
+            Some(DefaultRoute {
+                via: Some("fe80::1".parse().unwrap()),
+                device: Some("ens3".into())
+            })
+        );
+        assert_eq!(parse_default_route("10.0.0.0/8 dev eth1"), None);
+        // Checked and none found: an empty list that means "no default route".
+        let probe = parse("default_route_checked=1\n");
+        assert!(probe.default_routes_checked && probe.default_routes.is_empty());
     }
 
     #[test]

@@ -92,6 +92,21 @@ while read -r _ target fstype options _; do
     cgroup|cgroup2) echo "cgroup_mount=$fstype $target $options" ;;
   esac
 done < /proc/self/mounts
+# The C library the bundle's dynamic binaries will be loaded against.
+echo "libc_getconf=$(getconf GNU_LIBC_VERSION 2>/dev/null || true)"
+if ! getconf GNU_LIBC_VERSION >/dev/null 2>&1; then
+  # musl's ldd prints its version on stderr and exits 1.
+  echo "libc_ldd=$(ldd --version 2>&1 | sed -n 1p || true)"
+fi
+for loader in /lib/ld-musl-*.so.1; do
+  if [ -e "$loader" ]; then echo "musl_loader=$loader"; fi
+done
+# Default routes of the main table (host-network clients reach ClusterIPs through them).
+if command -v ip >/dev/null 2>&1; then
+  ip -o -4 route show default 2>/dev/null | sed 's/^/default_route=/' || true
+  ip -o -6 route show default 2>/dev/null | sed 's/^/default_route=/' || true
+  echo default_route_checked=1
+fi
 # With `now`, brackets the probe's own run time out of the clock measurement.
 echo "now_end=$(date +%s.%N)"
 echo {END_MARKER}
@@ -129,6 +144,7 @@ mod tests {
             min_memory_mib: 1,
             min_disk_mib: 1,
             needs_container_runtime: true,
+            ..HostChecks::default()
         }
     }
 
@@ -184,6 +200,16 @@ mod tests {
             assert!(probe.disk.is_some(), "{shell}:\n{stdout}");
             assert_eq!(probe.tools.len(), REQUIRED_TOOLS.len(), "{shell}");
             assert!(probe.unit_states.contains_key("etcd.service"), "{shell}");
+            // This machine's own C library, as the hosts report theirs.
+            #[cfg(target_env = "gnu")]
+            assert!(
+                probe
+                    .libc_getconf
+                    .as_deref()
+                    .is_some_and(|l| l.starts_with("glibc 2.")),
+                "{shell}:\n{stdout}"
+            );
+            assert!(probe.default_routes_checked, "{shell}:\n{stdout}");
         }
     }
 }
