@@ -196,6 +196,28 @@ impl Requirements {
             .map(|b| b.name)
     }
 
+    /// The binaries a host with `roles` gets, each once, in the list's order: the required ones
+    /// of each role, then the optional ones `in_bundle` says the bundle carries. The one rule
+    /// for the installer's `binaries` step and for preflight's check of what they need.
+    pub fn installed_on(
+        &self,
+        roles: &[NodeRole],
+        in_bundle: impl Fn(&str) -> bool,
+    ) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = Vec::new();
+        for &role in roles {
+            let optional = self
+                .optional_binaries_for(role)
+                .filter(|name| in_bundle(name));
+            for name in self.binaries_for(role).chain(optional) {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        names
+    }
+
     /// Every binary ilha may install, required or optional.
     pub fn all_binaries(&self) -> impl Iterator<Item = &RequiredBinary> + '_ {
         self.binaries.iter().chain(&self.optional_binaries)

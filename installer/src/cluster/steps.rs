@@ -176,18 +176,7 @@ fn binary_names(
     host: &HostPlan,
     in_bundle: impl Fn(&str) -> bool,
 ) -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = Vec::new();
-    for role in roles_of(host) {
-        let optional = requirements
-            .optional_binaries_for(role)
-            .filter(|name| in_bundle(name));
-        for name in requirements.binaries_for(role).chain(optional) {
-            if !names.contains(&name) {
-                names.push(name);
-            }
-        }
-    }
-    names
+    requirements.installed_on(&roles_of(host), in_bundle)
 }
 
 /// The step whose restart puts `binary` to use on `host`: there, and only there, the binary

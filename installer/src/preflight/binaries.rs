@@ -194,14 +194,15 @@ impl BundleNeeds {
         Ok(needs)
     }
 
-    /// Reads every binary of the bundle's requirement list (each once, whatever the hosts).
+    /// Reads every binary of the bundle's requirement list the bundle carries, optional ones
+    /// included (each once, whatever the hosts).
     pub fn of_bundle(
         bundle: &crate::cluster::bundle::InstallBundle,
     ) -> anyhow::Result<BundleNeeds> {
         let paths = bundle
             .requirements
-            .binaries
-            .iter()
+            .all_binaries()
+            .filter(|b| bundle.has_binary(b.name))
             .map(|b| Ok((b.name, bundle.binary(b.name)?.0)))
             .collect::<anyhow::Result<Vec<_>>>()?;
         BundleNeeds::read(paths.iter().map(|(name, path)| (*name, path.as_path())))
@@ -227,18 +228,11 @@ impl BundleNeeds {
         self.for_roles(requirements, &roles)
     }
 
-    /// The binaries a host with `roles` gets (the mapping the `binaries` install step uses:
-    /// the requirement list's binaries for each role), in the requirement list's order.
+    /// The binaries a host with `roles` gets ([`Requirements::installed_on`], what the
+    /// `binaries` install step installs), with what each needs.
     pub fn for_roles(&self, requirements: &Requirements, roles: &[NodeRole]) -> Vec<BinaryNeed> {
-        let mut names: Vec<&str> = Vec::new();
-        for role in roles {
-            for name in requirements.binaries_for(*role) {
-                if !names.contains(&name) {
-                    names.push(name);
-                }
-            }
-        }
-        names
+        requirements
+            .installed_on(roles, |name| self.binaries.contains_key(name))
             .into_iter()
             .filter_map(|name| {
                 self.binaries.get(name).map(|need| BinaryNeed {
@@ -341,18 +335,19 @@ pub(crate) mod tests {
         }
     }
 
-    /// Debian 13's etcd 3.5.16 (what `cluster_versions` and the preflight lab test unpack): still
-    /// GLIBC_2.34, so it runs on the lab's Debian 12 (glibc 2.36). The lab test makes sure it is
-    /// there; this unit test only reads it when it is.
+    /// Debian 13's etcd 3.5.16 (`cargo xtask artifacts build` unpacks it for the upgrade tests):
+    /// still GLIBC_2.34, so it runs on the lab's Debian 12 (glibc 2.36).
     #[test]
     fn debian_13_etcd_3_5_needs_glibc_2_34() {
-        let bin = cache_dir().join("etcd-3.5.16/root/usr/bin");
-        if !bin.is_dir() {
-            eprintln!("skipped: {} is missing", bin.display());
+        let Some(dir) = cached("", "etcd-3.5.") else {
             return;
-        }
+        };
         for name in ["etcd", "etcdctl", "etcdutl"] {
-            assert_eq!(need(bin.join(name)), GLIBC_2_34, "{name}");
+            assert_eq!(
+                need(dir.join("root/usr/bin").join(name)),
+                GLIBC_2_34,
+                "{name}"
+            );
         }
     }
 
@@ -462,5 +457,15 @@ pub(crate) mod tests {
             name: "containerd".into(),
             need: GLIBC_2_34
         }));
+        // etcdutl is optional for 1.20: judged on etcd hosts only when the bundle carries it.
+        assert!(!etcd.contains(&"etcdutl".to_string()));
+        needs.binaries.insert("etcdutl".into(), GLIBC_2_34);
+        let etcd = needs.for_roles(&requirements, &[NodeRole::Etcd]);
+        assert!(etcd.contains(&BinaryNeed {
+            name: "etcdutl".into(),
+            need: GLIBC_2_34
+        }));
+        let worker = needs.for_roles(&requirements, &[NodeRole::Node]);
+        assert!(!worker.iter().any(|b| b.name == "etcdutl"), "{worker:?}");
     }
 }

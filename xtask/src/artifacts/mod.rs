@@ -39,6 +39,9 @@ pub struct Artifacts {
     /// Every binary the mirror publishes, in manifest order.
     pub binaries: Vec<Binary>,
     pub images: Vec<Image>,
+    /// Debian 13's etcd 3.5 (with etcdutl): the upgrade tests' second etcd and the upstream
+    /// layout's etcdutl stand-in.
+    pub newer_etcd: newer_etcd::NewerEtcd,
 }
 
 /// A binary as built and as published on the mirror.
@@ -135,11 +138,13 @@ pub fn ensure_built(config: &LabConfig) -> Result<Artifacts> {
             layout,
         });
     }
+    let newer_etcd = newer_etcd::ensure(cache)?;
     Ok(Artifacts {
         kubernetes,
         packages,
         binaries,
         images: built,
+        newer_etcd,
     })
 }
 
@@ -209,8 +214,7 @@ pub fn ensure_served(config: &LabConfig) -> Result<Served> {
         registry::push(image)?;
     }
     // Debian's etcd 3.5 stands in for the upstream archive's etcdutl (etcd 3.4 has none).
-    let newer = newer_etcd::ensure(&config.cache_dir)?;
-    let etcdutl = newer.etcd.with_file_name("etcdutl");
+    let etcdutl = artifacts.newer_etcd.etcdutl.clone();
     let upstream = upstream::populate(&mirror_root, &artifacts, &etcdutl)?;
     Ok(Served {
         artifacts,
