@@ -6,7 +6,8 @@
 //! "Network is unreachable" and the routes unit puts it back; a default route on another
 //! interface changes nothing for Services and NodePorts; `reset` removes the route and each host
 //! matches its record. The same cluster also shows the images step's pinned label: exactly the
-//! pause image carries `io.cri-containerd.pinned=pinned` on every node.
+//! pause image carries `io.cri-containerd.pinned=pinned` on every node, and the running kubelet
+//! (1.20) names it in `--pod-infra-container-image`, the one image its GC spares before 1.29.
 //!
 //! Stand-ins, said plainly: the lab's containerd is Debian's 1.6.20, which predates the label
 //! (its binary does not contain it: the test prints what it finds), and its kubelet is 1.20, which
@@ -265,6 +266,18 @@ fn a_cluster_without_default_routes_serves_host_network_clients_and_reset_remove
         assert!(
             all.lines().any(|l| l == "ilha.test/busybox:1"),
             "h{index}: {all}"
+        );
+        // What kubelet 1.20's image GC does spare: the image this flag names, in the running
+        // kubelet (not only in its unit file).
+        let cmdline = lab
+            .ssh_ok(
+                index,
+                "tr '\\0' ' ' < /proc/$(systemctl show -p MainPID --value kubelet)/cmdline",
+            )
+            .unwrap();
+        assert!(
+            cmdline.contains(&format!("--pod-infra-container-image={pause}")),
+            "h{index}: {cmdline}"
         );
     }
     let knows = lab

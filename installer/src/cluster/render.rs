@@ -354,6 +354,12 @@ pub fn kubelet_unit(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
     if host.tainted_master() && !plan.version.at_least(1, 23) {
         flags.push(format!("--register-with-taints={MASTER_TAINT}=:NoSchedule"));
     }
+    if !plan.version.at_least(1, 29) {
+        // Up to 1.28 the kubelet's image GC spares only this image, whatever the runtime marks
+        // pinned (from 1.29 it reads CRI's `pinned`, which the images step's label sets): an air
+        // gap cannot pull the pause image back once collected.
+        flags.push(format!("--pod-infra-container-image={}", plan.pause_image));
+    }
     // kubelet's in-tree AWS credential provider (gone in 1.27) probes the cloud metadata address
     // at every start: a 6 s stall and packets to 169.254.169.254, which an air gap must not send.
     let text = unit(
@@ -599,12 +605,18 @@ mod tests {
         assert!(unit.contains("AWS_EC2_METADATA_DISABLED=true"));
         assert!(!text(&kubelet_unit(&old, worker)).contains("register-with-taints"));
         assert!(!text(&kubelet_config(&old, master)).contains("containerRuntimeEndpoint"));
+        assert!(unit.contains(&format!("--pod-infra-container-image={}", old.pause_image)));
+        let last_spared_by_flag = plan_for("v1.28.15");
+        assert!(
+            text(&kubelet_unit(&last_spared_by_flag, master)).contains("--pod-infra-container-image")
+        );
 
         let new = plan_for("v1.34.1");
         let master = &new.hosts[0];
         let unit = text(&kubelet_unit(&new, master));
         assert!(!unit.contains("--container-runtime"));
         assert!(!unit.contains("--register-with-taints"));
+        assert!(!unit.contains("--pod-infra-container-image"));
         let config = text(&kubelet_config(&new, master));
         assert!(
             config.contains("containerRuntimeEndpoint: unix:///run/containerd/containerd.sock")
