@@ -608,7 +608,8 @@ mod tests {
         assert!(unit.contains(&format!("--pod-infra-container-image={}", old.pause_image)));
         let last_spared_by_flag = plan_for("v1.28.15");
         assert!(
-            text(&kubelet_unit(&last_spared_by_flag, master)).contains("--pod-infra-container-image")
+            text(&kubelet_unit(&last_spared_by_flag, master))
+                .contains("--pod-infra-container-image")
         );
 
         let new = plan_for("v1.34.1");
