@@ -160,6 +160,74 @@ pub struct Member {
     pub groups: &'static [&'static str],
 }
 
+/// h1 master and etcd, h2 and h3 workers: the smallest cluster with pods on two workers.
+pub fn master_and_two_workers() -> [Member; 3] {
+    [
+        Member {
+            name: "h1",
+            index: 1,
+            groups: &["kube-master", "etcd"],
+        },
+        Member {
+            name: "h2",
+            index: 2,
+            groups: &["kube-node"],
+        },
+        Member {
+            name: "h3",
+            index: 3,
+            groups: &["kube-node"],
+        },
+    ]
+}
+
+/// A Deployment `name` of busybox httpd pods (port 8080, one per host, each page
+/// `served-by-<pod name>`) and a Service `name` (port 80) in front of them. `host_port` gives each
+/// pod a hostPort (the portmap plugin's chains); `node_port` makes the Service a NodePort.
+pub fn httpd_workload(
+    name: &str,
+    replicas: u32,
+    host_port: Option<u16>,
+    node_port: Option<u16>,
+) -> String {
+    let host_port = host_port.map_or(String::new(), |p| format!(", hostPort: {p}"));
+    let (service_type, node_port) = match node_port {
+        Some(port) => ("\n  type: NodePort", format!(", nodePort: {port}")),
+        None => ("", String::new()),
+    };
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: default}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+          - labelSelector: {{matchLabels: {{app: {name}}}}}
+            topologyKey: kubernetes.io/hostname
+      containers:
+      - name: {name}
+        image: ilha.test/busybox:1
+        imagePullPolicy: Never
+        command: ["/bin/busybox", "sh", "-c", "mkdir -p /tmp/www && echo served-by-$(hostname) > /tmp/www/index.html && exec /bin/busybox httpd -f -p 8080 -h /tmp/www"]
+        ports: [{{containerPort: 8080{host_port}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:{service_type}
+  selector: {{app: {name}}}
+  ports: [{{port: 80, targetPort: 8080{node_port}}}]
+"#
+    )
+}
+
 /// The seed's layout, in the seed's own INI dialect: node1-3 masters + etcd, node4-6 workers.
 pub fn seed_layout() -> Vec<Member> {
     let cp: &'static [&'static str] = &["kube-master", "etcd"];

@@ -5,40 +5,9 @@
 use std::time::Instant;
 
 use ilha_e2e::cluster::{
-    FreshLab, Member, fresh_lab, ilha, kubectl, lab_bundle, text, write_config, write_inventory,
+    FreshLab, fresh_lab, httpd_workload, ilha, kubectl, lab_bundle, master_and_two_workers, text,
+    write_config, write_inventory,
 };
-
-/// Two pods, one per worker, each with a hostPort (so the portmap plugin makes CNI-HOSTPORT
-/// chains) and the service-account token volume (a tmpfs mount under /var/lib/kubelet).
-const WORKLOAD: &str = r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: busy, namespace: default}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: busy}}
-  template:
-    metadata: {labels: {app: busy}}
-    spec:
-      affinity:
-        podAntiAffinity:
-          requiredDuringSchedulingIgnoredDuringExecution:
-          - labelSelector: {matchLabels: {app: busy}}
-            topologyKey: kubernetes.io/hostname
-      containers:
-      - name: busy
-        image: ilha.test/busybox:1
-        imagePullPolicy: Never
-        command: ["/bin/busybox", "sh", "-c", "mkdir -p /tmp/www && echo hi > /tmp/www/index.html && exec /bin/busybox httpd -f -p 8080 -h /tmp/www"]
-        ports: [{containerPort: 8080, hostPort: 18080}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: busy, namespace: default}
-spec:
-  selector: {app: busy}
-  ports: [{port: 80, targetPort: 8080}]
-"#;
 
 /// What the test looks at on a host, one `key=value` per line.
 const PROBE: &str = r#"
@@ -79,23 +48,7 @@ fn reset_removes_the_cluster_keeps_the_hosts_own_and_up_works_again() {
     let bundle = lab_bundle();
     let lab = fresh_lab(3);
     let work = tempfile::tempdir().unwrap();
-    let layout = [
-        Member {
-            name: "h1",
-            index: 1,
-            groups: &["kube-master", "etcd"],
-        },
-        Member {
-            name: "h2",
-            index: 2,
-            groups: &["kube-node"],
-        },
-        Member {
-            name: "h3",
-            index: 3,
-            groups: &["kube-node"],
-        },
-    ];
+    let layout = master_and_two_workers();
     let inventory = write_inventory(&lab, work.path(), &layout, None);
     let config = write_config(work.path(), "resettable");
     let inventory = inventory.to_str().unwrap();
@@ -136,9 +89,14 @@ fn reset_removes_the_cluster_keeps_the_hosts_own_and_up_works_again() {
         );
     }
 
+    // Two pods, one per worker, each with a hostPort (so the portmap plugin makes CNI-HOSTPORT
+    // chains) and the service-account token volume (a tmpfs mount under /var/lib/kubelet).
     lab.ssh_ok(
         1,
-        &format!("cat > /root/busy.yaml <<'EOF'\n{WORKLOAD}\nEOF"),
+        &format!(
+            "cat > /root/busy.yaml <<'EOF'\n{}\nEOF",
+            httpd_workload("busy", 2, Some(18080), None)
+        ),
     )
     .unwrap();
     kubectl(&lab, 1, "apply -f /root/busy.yaml");

@@ -5,39 +5,9 @@
 use std::time::{Duration, Instant};
 
 use ilha_e2e::cluster::{
-    eventually, fresh_lab, ilha, kubectl, lab_bundle, seed_layout, text, write_config,
-    write_inventory,
+    eventually, fresh_lab, httpd_workload, ilha, kubectl, lab_bundle, seed_layout, text,
+    write_config, write_inventory,
 };
-
-const DEPLOYMENT: &str = r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: default}
-spec:
-  replicas: 3
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      affinity:
-        podAntiAffinity:
-          requiredDuringSchedulingIgnoredDuringExecution:
-          - labelSelector: {matchLabels: {app: web}}
-            topologyKey: kubernetes.io/hostname
-      containers:
-      - name: web
-        image: ilha.test/busybox:1
-        imagePullPolicy: Never
-        command: ["/bin/busybox", "sh", "-c", "mkdir -p /tmp/www && echo served-by-$(hostname) > /tmp/www/index.html && exec /bin/busybox httpd -f -p 8080 -h /tmp/www"]
-        ports: [{containerPort: 8080}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: default}
-spec:
-  selector: {app: web}
-  ports: [{port: 80, targetPort: 8080}]
-"#;
 
 #[test]
 fn up_builds_the_seed_layout_and_a_second_up_changes_nothing() {
@@ -138,7 +108,10 @@ fn up_builds_the_seed_layout_and_a_second_up_changes_nothing() {
     // A 3-replica Deployment lands one pod on each worker and runs.
     lab.ssh_ok(
         1,
-        &format!("cat > /root/web.yaml <<'EOF'\n{DEPLOYMENT}\nEOF"),
+        &format!(
+            "cat > /root/web.yaml <<'EOF'\n{}\nEOF",
+            httpd_workload("web", 3, None, None)
+        ),
     )
     .unwrap();
     kubectl(&lab, 1, "apply -f /root/web.yaml");

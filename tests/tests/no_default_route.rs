@@ -21,8 +21,8 @@
 use std::time::Instant;
 
 use ilha_e2e::cluster::{
-    FreshLab, Member, fresh_lab, ilha, kubectl, lab_bundle, text, up_args, write_config,
-    write_inventory,
+    FreshLab, fresh_lab, httpd_workload, ilha, kubectl, lab_bundle, master_and_two_workers, text,
+    up_args, write_config, write_inventory,
 };
 use xtask::lab::Lab;
 
@@ -30,38 +30,6 @@ const SERVICE_RANGE: &str = ilha::config::DEFAULT_SERVICE_CIDR;
 /// The `kubernetes` Service: the service range's first address.
 const API_SERVICE_IP: &str = "10.96.0.1";
 const NODE_PORT: u16 = 30080;
-
-/// Two httpd pods, one per worker, behind a NodePort Service (which has a ClusterIP too).
-const WORKLOAD: &str = r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: busy, namespace: default}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: busy}}
-  template:
-    metadata: {labels: {app: busy}}
-    spec:
-      affinity:
-        podAntiAffinity:
-          requiredDuringSchedulingIgnoredDuringExecution:
-          - labelSelector: {matchLabels: {app: busy}}
-            topologyKey: kubernetes.io/hostname
-      containers:
-      - name: busy
-        image: ilha.test/busybox:1
-        imagePullPolicy: Never
-        command: ["/bin/busybox", "sh", "-c", "mkdir -p /tmp/www && echo served-by-$(hostname) > /tmp/www/index.html && exec /bin/busybox httpd -f -p 8080 -h /tmp/www"]
-        ports: [{containerPort: 8080}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: busy, namespace: default}
-spec:
-  type: NodePort
-  selector: {app: busy}
-  ports: [{port: 80, targetPort: 8080, nodePort: 30080}]
-"#;
 
 /// The hosts' default routes, deleted; put back from the machine's side when dropped.
 struct NoDefaultRoutes<'a> {
@@ -177,23 +145,7 @@ fn a_cluster_without_default_routes_serves_host_network_clients_and_reset_remove
     let bundle = lab_bundle();
     let lab = fresh_lab(3);
     let work = tempfile::tempdir().unwrap();
-    let layout = [
-        Member {
-            name: "h1",
-            index: 1,
-            groups: &["kube-master", "etcd"],
-        },
-        Member {
-            name: "h2",
-            index: 2,
-            groups: &["kube-node"],
-        },
-        Member {
-            name: "h3",
-            index: 3,
-            groups: &["kube-node"],
-        },
-    ];
+    let layout = master_and_two_workers();
     let inventory = write_inventory(&lab, work.path(), &layout, None);
     let config = write_config(work.path(), "no-default-route");
     let inventory = inventory.to_str().unwrap();
@@ -293,9 +245,13 @@ fn a_cluster_without_default_routes_serves_host_network_clients_and_reset_remove
          carried, not honoured; CRI reports pinned=false):\n{knows}"
     );
 
+    // Two httpd pods, one per worker, behind a NodePort Service (which has a ClusterIP too).
     lab.ssh_ok(
         1,
-        &format!("cat > /root/busy.yaml <<'EOF'\n{WORKLOAD}\nEOF"),
+        &format!(
+            "cat > /root/busy.yaml <<'EOF'\n{}\nEOF",
+            httpd_workload("busy", 2, None, Some(NODE_PORT))
+        ),
     )
     .unwrap();
     kubectl(&lab, 1, "apply -f /root/busy.yaml");
