@@ -56,8 +56,10 @@ pub enum ProblemKind {
     BadChildLine(String),
     #[error("unterminated quote in `{0}`")]
     UnterminatedQuote(String),
-    #[error("host `{0}`: host ranges like `node[1:3]` are not supported; list each host")]
-    HostRange(String),
+    #[error(
+        "host range `{pattern}`: {why} (Ansible's forms: `node[1:3]`, `node[01:03]`, `worker[a:c]`, `node[1:9:2]`)"
+    )]
+    BadHostRange { pattern: String, why: String },
     #[error(
         "host name `{0}` is not a valid Kubernetes node name (lowercase letters, digits, `-` and `.`, at most 63 characters per label)"
     )]
@@ -96,8 +98,6 @@ pub enum ProblemKind {
     GroupCycle(String),
     #[error("group `{group}` cannot have children: {why}")]
     ChildrenNotAllowed { group: String, why: &'static str },
-    #[error("host `{0}` has no address: set `ansible_host=` (or `ip=`)")]
-    NoAddress(String),
     #[error("host `{host}`: `{key}={value}` is not an IP address{hint}")]
     BadIp {
         host: String,

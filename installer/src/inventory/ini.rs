@@ -100,9 +100,6 @@ fn parse_host_line(trimmed: &str, line: usize) -> Result<RawHostEntry, Problem> 
         .map_err(|()| Problem::new(line, ProblemKind::UnterminatedQuote(trimmed.to_string())))?;
     let mut tokens = tokens.into_iter();
     let name = tokens.next().unwrap_or_default();
-    if name.contains('[') {
-        return Err(Problem::new(line, ProblemKind::HostRange(name)));
-    }
     let mut vars = Vec::new();
     for token in tokens {
         let Some((key, value)) = token.split_once('=') else {

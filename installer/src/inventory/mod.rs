@@ -9,6 +9,7 @@
 
 mod error;
 mod ini;
+mod range;
 mod raw;
 mod resolve;
 pub(crate) mod yaml;
@@ -63,7 +64,8 @@ impl fmt::Display for Role {
 pub struct Host {
     /// The inventory name; also the Kubernetes node name, hence a DNS-1123 name.
     pub name: String,
-    /// Where ssh connects (`ansible_host`, else `access_ip`, else `ip`).
+    /// Where ssh connects (`ansible_host`, else `access_ip`, else `ip`, else the inventory name,
+    /// which ssh resolves through its config or DNS, as Ansible does).
     pub ssh_host: String,
     /// `ansible_user`; `root` when unset, as in the seed guide.
     pub ssh_user: String,
@@ -138,18 +140,20 @@ impl Inventory {
     /// Parses inventory text; `path` names the source in errors and picks the format.
     pub fn parse(path: &Path, text: &str) -> Result<Self, InventoryError> {
         let format = detect_format(path, text);
-        let raw = match format {
+        let invalid = |problems| InventoryError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        };
+        let mut raw = match format {
             Format::Ini => ini::parse(text),
             Format::Yaml => yaml::parse(text),
         }
-        .map_err(|problems| InventoryError::Invalid {
-            path: path.to_path_buf(),
-            problems,
-        })?;
-        let resolved = resolve::resolve(&raw).map_err(|problems| InventoryError::Invalid {
-            path: path.to_path_buf(),
-            problems,
-        })?;
+        .map_err(invalid)?;
+        let range_problems = range::expand_entries(&mut raw);
+        if !range_problems.is_empty() {
+            return Err(invalid(range_problems));
+        }
+        let resolved = resolve::resolve(&raw).map_err(invalid)?;
         Ok(Inventory {
             source: path.to_path_buf(),
             format,
@@ -311,8 +315,22 @@ mod tests {
             problems(&text)
                 .contains("inv.ini:1: host name `Node_1` is not a valid Kubernetes node name")
         );
-        let text = format!("node[1:3] ansible_host=h1\n{ROLES}");
-        assert!(problems(&text).contains("inv.ini:1: host `node[1:3]`: host ranges"));
+        let text = format!("node[3:1] ansible_host=h1\n{ROLES}");
+        assert!(
+            problems(&text)
+                .contains("inv.ini:1: host range `node[3:1]`: the start is after the end"),
+            "{}",
+            problems(&text)
+        );
+        // A range sharing one `ansible_host` gives every host the same ssh address.
+        let text = format!("n[1:2] ansible_host=h1\n{ROLES}");
+        assert!(
+            problems(&text).contains(
+                "inv.ini:1: host `n2` has the same ssh address h1:22 as host `n1` (line 1)"
+            ),
+            "{}",
+            problems(&text)
+        );
         let text = format!(
             "n1 ansible_host=h1 access_ip=10.0.0.5\nn2 ansible_host=h1\n{ROLES}[kube_node]\nn2\n"
         );
@@ -331,5 +349,45 @@ mod tests {
         );
         assert_eq!(inventory.hosts[0].ssh_user, "root");
         assert_eq!(inventory.hosts[0].ssh_port, 22);
+        let inventory = Inventory::parse(Path::new("inv.ini"), &format!("n1\n{ROLES}")).unwrap();
+        assert_eq!(
+            inventory.hosts[0].ssh_host, "n1",
+            "with no address at all, ssh is aimed at the inventory name"
+        );
+    }
+
+    #[test]
+    fn ranges_expand_in_ini_and_yaml_keeping_the_pattern_line() {
+        let text = "node[01:03] ansible_user=admin\n[kube_control_plane]\nnode01\n[etcd]\nnode01\n[kube_node]\nnode[02:03]\n";
+        let inventory = Inventory::parse(Path::new("inv.ini"), text).unwrap();
+        let names: Vec<_> = inventory.hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["node01", "node02", "node03"]);
+        assert!(
+            inventory
+                .hosts
+                .iter()
+                .all(|h| h.line == 1 && h.ssh_user == "admin")
+        );
+        assert_eq!(inventory.workers().count(), 2);
+
+        let yaml = "all:\n  hosts:\n    w[a:b].example:\n      ansible_port: 2222\n  children:\n    kube_control_plane:\n      hosts:\n        wa.example:\n    etcd:\n      hosts:\n        wa.example:\n    kube_node:\n      hosts:\n        w[a:b].example:\n";
+        let inventory = Inventory::parse(Path::new("hosts.yaml"), yaml).unwrap();
+        let names: Vec<_> = inventory.hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["wa.example", "wb.example"]);
+        assert!(
+            inventory
+                .hosts
+                .iter()
+                .all(|h| h.line == 3 && h.ssh_port == 2222)
+        );
+
+        let bad = "all:\n  children:\n    kube_node:\n      hosts:\n        w[1:]:\n";
+        let found = Inventory::parse(Path::new("hosts.yaml"), bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            found.starts_with("hosts.yaml:5: host range `w[1:]`: both ends"),
+            "{found}"
+        );
     }
 }

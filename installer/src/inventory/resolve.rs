@@ -430,16 +430,13 @@ fn build_host(
     let ssh_host = match text("ansible_host", problems) {
         Some((address, _)) => Some(address),
         None if problems.len() > before => None,
-        None => match access_ip.or(ip) {
-            Some(address) => Some(address.to_string()),
-            None => {
-                problems.push(Problem::new(
-                    mention.line,
-                    ProblemKind::NoAddress(host.clone()),
-                ));
-                None
-            }
-        },
+        // Ansible connects to the inventory name when nothing else is given: ssh resolves it
+        // (its own config's `Host` entries, then DNS).
+        None => Some(
+            access_ip
+                .or(ip)
+                .map_or_else(|| host.clone(), |address| address.to_string()),
+        ),
     };
     if problems.len() > before {
         return None;
