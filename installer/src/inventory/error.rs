@@ -111,6 +111,20 @@ pub enum ProblemKind {
         key: String,
         value: String,
     },
+    #[error("host `{host}`: `{key}` has `{argument}`, which ilha refuses: {why}")]
+    BadSshArgument {
+        host: String,
+        key: String,
+        argument: String,
+        why: String,
+    },
+    #[error("host `{host}`: `{key}` names {}: {why}", path.display())]
+    BadKeyFile {
+        host: String,
+        key: String,
+        path: std::path::PathBuf,
+        why: String,
+    },
     #[error("host `{host}`: `{key}` is empty")]
     EmptyVar { host: String, key: String },
     #[error("host `{host}` has the same {what} {value} as host `{other}` (line {other_line})")]

@@ -12,6 +12,7 @@ mod ini;
 mod range;
 mod raw;
 mod resolve;
+mod ssh_args;
 pub(crate) mod yaml;
 
 use std::collections::BTreeSet;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 pub use error::{InventoryError, Problem, ProblemKind};
+pub use ssh_args::SshArgs;
 
 /// What a host does in the cluster. A host may hold several roles (the seed's masters are also
 /// its etcd members).
@@ -71,6 +73,12 @@ pub struct Host {
     pub ssh_user: String,
     /// `ansible_port`; 22 when unset.
     pub ssh_port: u16,
+    /// `ansible_ssh_private_key_file` (or `ansible_private_key_file`): `~` expanded, made
+    /// absolute against the current directory as Ansible's ssh does; checked to exist and be
+    /// private (0600), as ssh itself refuses a key others can read.
+    pub ssh_identity_file: Option<PathBuf>,
+    /// `ansible_ssh_common_args` then `ansible_ssh_extra_args`, checked (see `ssh_args`).
+    pub ssh_args: SshArgs,
     /// `ip`: the address cluster components bind to and put in certificates. When unset, the
     /// preflight step picks the host's default-route address.
     pub ip: Option<IpAddr>,
@@ -387,6 +395,68 @@ mod tests {
             .to_string();
         assert!(
             found.starts_with("hosts.yaml:5: host range `w[1:]`: both ends"),
+            "{found}"
+        );
+    }
+
+    #[test]
+    fn key_file_must_exist_and_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("id_lab");
+        std::fs::write(&key, "key").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let text = format!(
+            "n1 ansible_host=h1\n{ROLES}[all:vars]\nansible_private_key_file={}\n",
+            key.display()
+        );
+        let inventory = Inventory::parse(Path::new("inv.ini"), &text).unwrap();
+        assert_eq!(
+            inventory.hosts[0].ssh_identity_file.as_deref(),
+            Some(key.as_path())
+        );
+
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let found = problems(&text);
+        assert_eq!(
+            found,
+            format!(
+                "inv.ini:7: host `n1`: `ansible_ssh_private_key_file` names {0}: it is readable by others (mode 0644) and ssh refuses such keys: run `chmod 600 {0}`",
+                key.display()
+            )
+        );
+        let missing = dir.path().join("nope");
+        let found = problems(&format!(
+            "n1 ansible_host=h1 ansible_ssh_private_key_file={}\n{ROLES}",
+            missing.display()
+        ));
+        assert!(
+            found.starts_with(&format!(
+                "inv.ini:1: host `n1`: `ansible_ssh_private_key_file` names {}: cannot read it",
+                missing.display()
+            )),
+            "{found}"
+        );
+    }
+
+    #[test]
+    fn ssh_args_reach_the_host_and_refusals_name_host_variable_and_option() {
+        let text = format!(
+            "n1 ansible_host=h1\n{ROLES}[all:vars]\nansible_ssh_common_args='-o ProxyCommand=\"ssh -W %h:%p -q bastion\"'\n"
+        );
+        let inventory = Inventory::parse(Path::new("inv.ini"), &text).unwrap();
+        assert_eq!(
+            inventory.hosts[0].ssh_args.options,
+            ["ProxyCommand=ssh -W %h:%p -q bastion"]
+        );
+        let text = format!(
+            "n1 ansible_host=h1 ansible_ssh_extra_args=\"-J admin@bastion -o StrictHostKeyChecking=no\"\n{ROLES}"
+        );
+        let found = problems(&text);
+        assert!(
+            found.starts_with(
+                "inv.ini:1: host `n1`: `ansible_ssh_extra_args` has `-o StrictHostKeyChecking=no`, which ilha refuses: ilha checks host keys itself"
+            ),
             "{found}"
         );
     }

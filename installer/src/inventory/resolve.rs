@@ -3,9 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 use super::error::{Problem, ProblemKind};
 use super::raw::{RawGroup, RawInventory, RawVar, canonical_group_name};
+use super::ssh_args::{self, SshArgs};
 use super::{Host, Role, UnknownGroup};
 
 pub struct Resolved {
@@ -261,6 +263,11 @@ fn canonical_var(key: &str) -> Option<&'static str> {
         "ansible_host" | "ansible_ssh_host" => "ansible_host",
         "ansible_user" | "ansible_ssh_user" => "ansible_user",
         "ansible_port" | "ansible_ssh_port" => "ansible_port",
+        "ansible_ssh_private_key_file" | "ansible_private_key_file" => {
+            "ansible_ssh_private_key_file"
+        }
+        "ansible_ssh_common_args" => "ansible_ssh_common_args",
+        "ansible_ssh_extra_args" => "ansible_ssh_extra_args",
         "ip" => "ip",
         "access_ip" => "access_ip",
         _ => return None,
@@ -438,6 +445,42 @@ fn build_host(
                 .map_or_else(|| host.clone(), |address| address.to_string()),
         ),
     };
+    let ssh_identity_file = text("ansible_ssh_private_key_file", problems).and_then(
+        |(file, line)| match check_key_file(&file) {
+            Ok(path) => Some(path),
+            Err((path, why)) => {
+                problems.push(Problem::new(
+                    line,
+                    ProblemKind::BadKeyFile {
+                        host: host.clone(),
+                        key: "ansible_ssh_private_key_file".to_string(),
+                        path,
+                        why,
+                    },
+                ));
+                None
+            }
+        },
+    );
+    let mut ssh_args = SshArgs::default();
+    for key in ["ansible_ssh_common_args", "ansible_ssh_extra_args"] {
+        // An empty value is how inventories clear a group's args: not an error here.
+        let Some(var) = vars.get(key) else { continue };
+        let Some(value) = var.value.as_deref() else {
+            continue;
+        };
+        if let Err((argument, why)) = ssh_args::parse_into(value, &mut ssh_args) {
+            problems.push(Problem::new(
+                var.line,
+                ProblemKind::BadSshArgument {
+                    host: host.clone(),
+                    key: key.to_string(),
+                    argument,
+                    why,
+                },
+            ));
+        }
+    }
     if problems.len() > before {
         return None;
     }
@@ -446,11 +489,48 @@ fn build_host(
         ssh_host: ssh_host?,
         ssh_user,
         ssh_port,
+        ssh_identity_file,
+        ssh_args,
         ip,
         access_ip,
         roles,
         line: mention.line,
     })
+}
+
+/// The key file as ssh will read it, or why ssh would refuse it (checked now, before any host is
+/// touched, rather than as an authentication failure on some host midway).
+fn check_key_file(file: &str) -> Result<PathBuf, (PathBuf, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let expanded = match file.strip_prefix("~/") {
+        Some(rest) => match std::env::var_os("HOME") {
+            Some(home) => Path::new(&home).join(rest),
+            None => PathBuf::from(file),
+        },
+        None => PathBuf::from(file),
+    };
+    // Ansible hands the path to ssh as written: relative paths are read from where it runs.
+    let path = std::path::absolute(&expanded).unwrap_or(expanded);
+    let metadata = std::fs::metadata(&path).map_err(|err| {
+        (
+            path.clone(),
+            format!("cannot read it ({err}): give the path of the host's private key"),
+        )
+    })?;
+    if !metadata.is_file() {
+        return Err((path, "it is not a file".to_string()));
+    }
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err((
+            path.clone(),
+            format!(
+                "it is readable by others (mode {mode:04o}) and ssh refuses such keys: run `chmod 600 {}`",
+                path.display()
+            ),
+        ));
+    }
+    Ok(path)
 }
 
 fn check_roles(hosts: &[Host], groups: &HashMap<&str, &RawGroup>, problems: &mut Vec<Problem>) {

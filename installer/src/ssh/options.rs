@@ -14,6 +14,13 @@ pub struct Target {
     pub port: Option<u16>,
     /// `None` leaves the user to ssh_config (default: the local user).
     pub user: Option<String>,
+    /// `ssh -i FILE` (with `IdentitiesOnly=yes`): the inventory's private key for this host.
+    pub identity_file: Option<PathBuf>,
+    /// `ssh -J`: bastions, in order.
+    pub jump_hosts: Vec<String>,
+    /// ssh_config lines `Key=Value` taking precedence over the operator's config, as `-o` does;
+    /// already checked to leave host key checking and the control connection alone.
+    pub extra_options: Vec<String>,
 }
 
 impl Target {
@@ -23,7 +30,25 @@ impl Target {
             host: host.into(),
             port: None,
             user: None,
+            identity_file: None,
+            jump_hosts: Vec::new(),
+            extra_options: Vec::new(),
         }
+    }
+
+    pub fn with_identity_file(mut self, file: impl Into<PathBuf>) -> Target {
+        self.identity_file = Some(file.into());
+        self
+    }
+
+    pub fn with_jump_hosts(mut self, hosts: Vec<String>) -> Target {
+        self.jump_hosts = hosts;
+        self
+    }
+
+    pub fn with_extra_options(mut self, options: Vec<String>) -> Target {
+        self.extra_options = options;
+        self
     }
 
     pub fn with_user(mut self, user: impl Into<String>) -> Target {

@@ -70,8 +70,24 @@ impl Session {
                     .clone()
                     .unwrap_or_else(std::env::temp_dir),
             );
-        if let Some(file) = &options.config_file {
+        // The openssh crate has no `-o` passthrough: extra options go in a config file of their
+        // own that then includes the operator's, so they win as `-o` would (ssh keeps the first
+        // value it reads) and the operator's `Host` entries still apply. Kept until connected.
+        let extra_config = if target.extra_options.is_empty() {
+            None
+        } else {
+            Some(write_extra_config(&target, options.config_file.as_deref())?)
+        };
+        if let Some(file) = &extra_config {
+            builder.config_file(file.path());
+        } else if let Some(file) = &options.config_file {
             builder.config_file(file);
+        }
+        if let Some(file) = &target.identity_file {
+            builder.keyfile(file);
+        }
+        if !target.jump_hosts.is_empty() {
+            builder.jump_hosts(&target.jump_hosts);
         }
         if let Some(file) = &options.known_hosts_file {
             builder.user_known_hosts_file(file);
@@ -444,9 +460,59 @@ pub fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
+fn extra_config_text(extra_options: &[String], config_file: Option<&Path>) -> String {
+    let mut text = String::from("# written by ilha for one connection\n");
+    for option in extra_options {
+        text.push_str(option);
+        text.push('\n');
+    }
+    match config_file {
+        Some(file) => {
+            let file = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+            text.push_str(&format!("Include \"{}\"\n", file.display()));
+        }
+        None => text.push_str("Include ~/.ssh/config\nInclude /etc/ssh/ssh_config\n"),
+    }
+    text
+}
+
+/// A one-connection ssh_config: `target`'s extra options, then an `Include` of the config ssh
+/// would have read (`--ssh-config`'s file, else the user's and the system's).
+fn write_extra_config(
+    target: &Target,
+    config_file: Option<&Path>,
+) -> Result<tempfile::NamedTempFile, SshError> {
+    use std::io::Write;
+    let text = extra_config_text(&target.extra_options, config_file);
+    let io_error = |path: PathBuf| {
+        let host = target.name.clone();
+        move |source: std::io::Error| SshError::LocalIo { host, path, source }
+    };
+    let mut file = tempfile::Builder::new()
+        .prefix("ilha-ssh-config")
+        .tempfile()
+        .map_err(io_error(std::env::temp_dir()))?;
+    let path = file.path().to_path_buf();
+    file.write_all(text.as_bytes()).map_err(io_error(path))?;
+    Ok(file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extra_options_come_before_the_operators_config() {
+        let options = vec!["ProxyCommand=ssh -W %h:%p -q bastion".to_string()];
+        assert_eq!(
+            extra_config_text(&options, Some(Path::new("/lab/ssh_config"))),
+            "# written by ilha for one connection\nProxyCommand=ssh -W %h:%p -q bastion\nInclude \"/lab/ssh_config\"\n"
+        );
+        assert!(
+            extra_config_text(&options, None)
+                .ends_with("Include ~/.ssh/config\nInclude /etc/ssh/ssh_config\n")
+        );
+    }
 
     #[test]
     fn first_line_marks_longer_scripts() {
