@@ -397,17 +397,37 @@ fn address(checks: &HostChecks, probe: &Probe) -> (Check, Option<IpAddr>) {
                     Some(route.ip),
                 )
             }
-            None => (
-                row(
-                    "address",
-                    Verdict::Fail,
-                    format!(
-                        "no default route to pick an address from: set ip= in the inventory (the host {})",
-                        has()
+            None => {
+                // No route to follow: a host with one IPv4 address can only mean that one (issue
+                // 14: hosts reached by name, `ip=` left out); with several, guessing would bind
+                // components to an address peers may not reach.
+                let ipv4: Vec<&&InterfaceAddress> =
+                    reachable.iter().filter(|a| a.ip.is_ipv4()).collect();
+                match ipv4.as_slice() {
+                    [only] => (
+                        row(
+                            "address",
+                            Verdict::Pass,
+                            format!(
+                                "{} on {}, the host's only IPv4 address (no default route; set ip= in the inventory to pick another)",
+                                only.ip, only.interface
+                            ),
+                        ),
+                        Some(only.ip),
                     ),
-                ),
-                None,
-            ),
+                    _ => (
+                        row(
+                            "address",
+                            Verdict::Fail,
+                            format!(
+                                "no default route and not exactly one IPv4 address to pick from: set ip= in the inventory (the host {})",
+                                has()
+                            ),
+                        ),
+                        None,
+                    ),
+                }
+            }
         },
     }
 }
@@ -618,7 +638,9 @@ fn default_route(checks: &HostChecks, probe: &Probe) -> Check {
                       monitoring) still reach ClusterIPs"
         .to_string();
     if checks.expected_ip.is_none() {
-        detail.push_str("; without a default route the host needs ip= in the inventory");
+        detail.push_str(
+            "; without a default route the host needs ip= in the inventory unless it has exactly one IPv4 address",
+        );
     }
     row("default_route", Verdict::Warn, detail)
 }
@@ -1301,9 +1323,30 @@ mod tests {
             &report,
             "address",
             Verdict::Fail,
-            "no default route to pick an address from: set ip= in the inventory (the host has 10.0.0.5 on eth0, 192.168.1.5 on eth1)",
+            "no default route and not exactly one IPv4 address to pick from: set ip= in the inventory (the host has 10.0.0.5 on eth0, 192.168.1.5 on eth1)",
         );
         assert_eq!(report.facts.node_ip, None);
+
+        // One IPv4 address (IPv6 and link-local aside) is the one to use.
+        probe.addresses.pop();
+        probe.addresses.push(InterfaceAddress {
+            interface: "eth0".into(),
+            ip: "fe80::1".parse().unwrap(),
+            prefix: 64,
+        });
+        probe.addresses.push(InterfaceAddress {
+            interface: "eth0".into(),
+            ip: "fd00::5".parse().unwrap(),
+            prefix: 64,
+        });
+        let report = judge(&checks, &probe);
+        assert_row(
+            &report,
+            "address",
+            Verdict::Pass,
+            "10.0.0.5 on eth0, the host's only IPv4 address (no default route",
+        );
+        assert_eq!(report.facts.node_ip, Some("10.0.0.5".parse().unwrap()));
     }
 
     #[test]
@@ -1762,10 +1805,15 @@ mod tests {
         );
         assert_eq!(report.verdict(), Verdict::Warn);
         assert_eq!(report.facts.default_route, None);
-        // Without ip= as well: the address row still refuses the host.
+        // Without ip= as well: the address row still refuses a host with several addresses.
         let mut checks = host_checks();
         checks.expected_ip = None;
         probe.routes.clear();
+        probe.addresses.push(InterfaceAddress {
+            interface: "eth1".into(),
+            ip: "192.168.1.5".parse().unwrap(),
+            prefix: 24,
+        });
         let report = judge(&checks, &probe);
         assert_row(
             &report,
