@@ -125,6 +125,14 @@ pub enum ProblemKind {
         path: std::path::PathBuf,
         why: String,
     },
+    #[error(
+        "host `{host}`: `{key}={value}`: ilha does not run commands through sudo (or any become method) yet; connect as root with `ansible_user=root` and remove `{key}`"
+    )]
+    BecomeUnsupported {
+        host: String,
+        key: String,
+        value: String,
+    },
     #[error("host `{host}`: `{key}` is empty")]
     EmptyVar { host: String, key: String },
     #[error("host `{host}` has the same {what} {value} as host `{other}` (line {other_line})")]

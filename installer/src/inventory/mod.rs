@@ -460,4 +460,26 @@ mod tests {
             "{found}"
         );
     }
+
+    #[test]
+    fn become_is_refused_until_ilha_supports_it() {
+        let found = problems(&format!(
+            "n1 ansible_host=h1 ansible_user=admin\n{ROLES}[all:vars]\nansible_become=true\n"
+        ));
+        assert_eq!(
+            found,
+            "inv.ini:7: host `n1`: `ansible_become=true`: ilha does not run commands through sudo (or any become method) yet; connect as root with `ansible_user=root` and remove `ansible_become`"
+        );
+        let found = problems(&format!(
+            "n1 ansible_host=h1 ansible_become_method=su ansible_become_user=postgres\n{ROLES}"
+        ));
+        assert!(found.contains("`ansible_become_method=su`"), "{found}");
+        assert!(found.contains("`ansible_become_user=postgres`"), "{found}");
+        // Saying no, or naming what ilha would use anyway, is harmless.
+        Inventory::parse(
+            Path::new("inv.ini"),
+            &format!("n1 ansible_host=h1 ansible_become=false ansible_become_user=root ansible_become_method=sudo\n{ROLES}"),
+        )
+        .unwrap();
+    }
 }

@@ -268,6 +268,9 @@ fn canonical_var(key: &str) -> Option<&'static str> {
         }
         "ansible_ssh_common_args" => "ansible_ssh_common_args",
         "ansible_ssh_extra_args" => "ansible_ssh_extra_args",
+        "ansible_become" => "ansible_become",
+        "ansible_become_method" => "ansible_become_method",
+        "ansible_become_user" => "ansible_become_user",
         "ip" => "ip",
         "access_ip" => "access_ip",
         _ => return None,
@@ -462,6 +465,7 @@ fn build_host(
             }
         },
     );
+    check_become(host, vars, problems);
     let mut ssh_args = SshArgs::default();
     for key in ["ansible_ssh_common_args", "ansible_ssh_extra_args"] {
         // An empty value is how inventories clear a group's args: not an error here.
@@ -496,6 +500,43 @@ fn build_host(
         roles,
         line: mention.line,
     })
+}
+
+/// ilha runs host commands as the ssh user, without sudo: an inventory asking for privilege
+/// escalation would have `up` fail midway (or act as the wrong user), so it is refused now.
+fn check_become(host: &str, vars: &BTreeMap<&'static str, VarValue>, problems: &mut Vec<Problem>) {
+    let value_of = |key: &str| {
+        vars.get(key)
+            .and_then(|var| Some((var.value.as_deref()?.trim().to_string(), var.line)))
+    };
+    let mut refuse = |key: &str, value: String, line: usize| {
+        problems.push(Problem::new(
+            line,
+            ProblemKind::BecomeUnsupported {
+                host: host.to_string(),
+                key: key.to_string(),
+                value,
+            },
+        ));
+    };
+    if let Some((value, line)) = value_of("ansible_become")
+        && matches!(
+            value.to_ascii_lowercase().as_str(),
+            "true" | "yes" | "on" | "1" | "y" | "t"
+        )
+    {
+        refuse("ansible_become", value, line);
+    }
+    if let Some((value, line)) = value_of("ansible_become_method")
+        && value != "sudo"
+    {
+        refuse("ansible_become_method", value, line);
+    }
+    if let Some((value, line)) = value_of("ansible_become_user")
+        && value != "root"
+    {
+        refuse("ansible_become_user", value, line);
+    }
 }
 
 /// The key file as ssh will read it, or why ssh would refuse it (checked now, before any host is

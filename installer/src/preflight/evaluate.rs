@@ -74,6 +74,7 @@ pub(crate) fn evaluate(checks: &HostChecks, probe: &Probe, clock: &OperatorClock
     if !probe.complete {
         rows.push(probe_cut_short(probe));
     }
+    rows.push(user(probe));
     rows.push(os(probe));
     rows.push(arch(checks, probe));
     rows.push(systemd(probe));
@@ -142,6 +143,23 @@ fn not_reported(name: &'static str, what: &str) -> Check {
         Verdict::Fail,
         format!("{what} not reported by the probe"),
     )
+}
+
+/// ilha runs every host command as the ssh user, without sudo (become support is to come): a
+/// user other than root would fail midway through `up`, so it is refused here, before any change.
+fn user(probe: &Probe) -> Check {
+    match probe.uid {
+        None => not_reported("user", "the effective user (id -u)"),
+        Some(0) => row("user", Verdict::Pass, "root (uid 0)"),
+        Some(uid) => row(
+            "user",
+            Verdict::Fail,
+            format!(
+                "connected as `{}` (uid {uid}), not root: ilha runs host commands as the ssh user and does not use sudo yet (ansible_become is not supported); set ansible_user=root for this host",
+                probe.user.as_deref().unwrap_or("?")
+            ),
+        ),
+    }
 }
 
 fn probe_cut_short(probe: &Probe) -> Check {
@@ -908,6 +926,8 @@ mod tests {
             host_time: Some(Duration::from_secs(NOW)),
             host_time_end: None,
             uname_s: Some("Linux".into()),
+            uid: Some(0),
+            user: Some("root".into()),
             uname_m: Some("x86_64".into()),
             uname_r: Some("6.1.0".into()),
             hostname: Some("node1".into()),
@@ -1008,6 +1028,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "user",
                 "os",
                 "arch",
                 "systemd",
@@ -1263,6 +1284,34 @@ mod tests {
         probe.host_time_end = Some(Duration::from_secs(NOW - 100));
         let report = evaluate(&host_checks(), &probe, &clock);
         assert_row(&report, "clock", Verdict::Warn, "(±1.00 s)");
+    }
+
+    #[test]
+    fn a_user_other_than_root_is_refused_naming_it() {
+        assert_row(
+            &judge(&host_checks(), &good_probe()),
+            "user",
+            Verdict::Pass,
+            "root (uid 0)",
+        );
+        let mut probe = good_probe();
+        probe.uid = Some(1000);
+        probe.user = Some("admin".into());
+        let report = judge(&host_checks(), &probe);
+        assert_row(
+            &report,
+            "user",
+            Verdict::Fail,
+            "connected as `admin` (uid 1000), not root: ilha runs host commands as the ssh user and does not use sudo yet",
+        );
+        assert_eq!(report.verdict(), Verdict::Fail);
+        probe.uid = None;
+        assert_row(
+            &judge(&host_checks(), &probe),
+            "user",
+            Verdict::Fail,
+            "not reported",
+        );
     }
 
     #[test]

@@ -65,6 +65,9 @@ pub(crate) struct Probe {
     pub uname_m: Option<String>,
     pub uname_r: Option<String>,
     pub hostname: Option<String>,
+    /// `id -u` and `id -un`: who ilha's commands run as on this host.
+    pub uid: Option<u32>,
+    pub user: Option<String>,
     pub cpus: Option<u32>,
     pub os_pretty: Option<String>,
     pub systemd_booted: Option<bool>,
@@ -177,6 +180,8 @@ fn apply(probe: &mut Probe, key: &str, value: &str) -> bool {
         "uname_m" => set(&mut probe.uname_m, text()),
         "uname_r" => set(&mut probe.uname_r, text()),
         "hostname" => set(&mut probe.hostname, text()),
+        "uid" => set(&mut probe.uid, value.parse().ok()),
+        "user" => value.is_empty() || set(&mut probe.user, text()),
         // nproc is coreutils, but a host without it only loses a fact.
         "cpus" => value.is_empty() || set(&mut probe.cpus, value.parse().ok()),
         "os_pretty" => set(&mut probe.os_pretty, text().map(|t| unquote(&t))),
@@ -423,6 +428,8 @@ uname_s=Linux
 uname_m=x86_64
 uname_r=6.1.0-28-amd64
 hostname=h1
+uid=0
+user=root
 cpus=4
 os_pretty="Debian GNU/Linux 12 (bookworm)"
 systemd_booted=1
@@ -482,6 +489,8 @@ probe_end=1
             Some("Debian GNU/Linux 12 (bookworm)")
         );
         assert_eq!(probe.cpus, Some(4));
+        assert_eq!(probe.uid, Some(0));
+        assert_eq!(probe.user.as_deref(), Some("root"));
         assert_eq!(probe.systemd_booted, Some(true));
         assert_eq!(probe.mem_total_kib, Some(8_039_124));
         assert_eq!(probe.swap_total_kib, Some(0));
