@@ -536,3 +536,121 @@ async fn a_host_without_a_default_route_gets_a_warning_not_a_failure() {
     assert_eq!(h1.verdict, Verdict::Pass, "{report}");
     assert!(h1.detail.starts_with("default via "), "{report}");
 }
+
+/// A non-root user made on a lab host for one test (the lab's hosts have only root), removed
+/// when dropped, even by a panic.
+struct TemporaryUserOnDrop<'a> {
+    lab: &'a Lab,
+    index: usize,
+    user: &'static str,
+}
+
+impl Drop for TemporaryUserOnDrop<'_> {
+    fn drop(&mut self) {
+        let script = format!("userdel -r {} 2>/dev/null || true", self.user);
+        if let Err(err) = self.lab.ssh_ok(self.index, &script) {
+            eprintln!("removing user {} on h{}: {err}", self.user, self.index);
+        }
+    }
+}
+
+/// Issue 14, as Kubespray inventories are written: a host range (`h[2:3]`), no `ansible_host`
+/// (ssh resolves h1..h3 through the lab's ssh_config, as Ansible would through the operator's),
+/// no `ip=` (the default route's address), the lab's key through `ansible_ssh_private_key_file`
+/// and a bastion-style `ansible_ssh_common_args` option (here a harmless one, the lab has no
+/// bastion): `ilha plan` connects and passes. The same inventory with a non-root `ansible_user`
+/// on h2 is refused before anything runs on any host (when ilha locks the host, the first thing
+/// it does there), naming h2, the user and the fix.
+#[test]
+fn a_kubespray_inventory_passes_plan_and_a_non_root_user_is_refused_before_any_change() {
+    let lab = lab(HOSTS);
+    let bundle = ilha_e2e::cluster::lab_bundle();
+    let (bundle_path, pubkey) = (
+        bundle.bundle.to_str().unwrap(),
+        bundle.pubkey.to_str().unwrap(),
+    );
+    let ssh_config = lab.ssh_config().unwrap();
+    let key = ssh_config.parent().unwrap().join("id_ed25519");
+    let work = tempfile::tempdir().unwrap();
+    let config = ilha_e2e::cluster::write_config(work.path(), "lab");
+    let inventory_with = |worker_line: &str| {
+        let path = work.path().join("inventory.ini");
+        std::fs::write(
+            &path,
+            format!(
+                "[kube_control_plane]\nh1\n[etcd]\nh1\n[kube_node]\n{worker_line}\n\
+                 [k8s_cluster:children]\nkube_control_plane\nkube_node\n\
+                 [all:vars]\nansible_ssh_private_key_file={}\n\
+                 ansible_ssh_common_args='-o ConnectionAttempts=2'\n",
+                key.display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let plan = |inventory: &std::path::Path| {
+        ilha_e2e::cluster::ilha(
+            &lab,
+            &[
+                "plan",
+                bundle_path,
+                "--pubkey",
+                pubkey,
+                "-i",
+                inventory.to_str().unwrap(),
+                "-c",
+                config.to_str().unwrap(),
+                "--connect-timeout",
+                "5",
+            ],
+        )
+    };
+
+    let started = Instant::now();
+    let planned = plan(&inventory_with("h[2:3]"));
+    let all = ilha_e2e::cluster::text(&planned);
+    assert!(planned.status.success(), "plan failed:\n{all}");
+    for host in ["h1", "h2", "h3"] {
+        assert!(all.contains(host), "{host} is not in the plan:\n{all}");
+    }
+    eprintln!(
+        "plan with ranges, names and a key file: {:?}",
+        started.elapsed()
+    );
+
+    const USER: &str = "ilha-nonroot";
+    let _remove = TemporaryUserOnDrop {
+        lab: &lab,
+        index: 2,
+        user: USER,
+    };
+    lab.ssh_ok(
+        2,
+        &format!(
+            "id {USER} >/dev/null 2>&1 || useradd -m -s /bin/sh {USER}; \
+             install -d -m 700 -o {USER} -g {USER} /home/{USER}/.ssh; \
+             install -m 600 -o {USER} -g {USER} /root/.ssh/authorized_keys /home/{USER}/.ssh/authorized_keys"
+        ),
+    )
+    .unwrap();
+    let refused = plan(&inventory_with(&format!("h2 ansible_user={USER}\nh3")));
+    let all = ilha_e2e::cluster::text(&refused);
+    assert!(
+        !refused.status.success(),
+        "a non-root user should be refused:\n{all}"
+    );
+    let line = all
+        .lines()
+        .find(|line| line.contains(&format!("connected as `{USER}`")))
+        .unwrap_or_else(|| panic!("no row names the user:\n{all}"));
+    assert!(
+        line.contains("h2: connected as")
+            && line.contains("not root")
+            && line.contains("ansible_user=root"),
+        "{line}\n{all}"
+    );
+    assert!(
+        !all.contains("Preflight"),
+        "refused before preflight ran:\n{all}"
+    );
+}

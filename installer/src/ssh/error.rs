@@ -114,6 +114,16 @@ pub enum SshError {
     /// Another `ilha` command holds the host (see `ssh::lock`).
     #[error("{host}: {detail}")]
     Locked { host: String, detail: String },
+    /// The ssh user is not root: every host command would fail (ilha has no sudo support yet).
+    /// Found when the host is locked, before anything runs on it.
+    #[error(
+        "{host}: connected as `{user}` (uid {uid}), not root: ilha runs host commands as the ssh user and does not use sudo yet (ansible_become is not supported); set ansible_user=root for this host"
+    )]
+    NotRoot {
+        host: String,
+        user: String,
+        uid: String,
+    },
 }
 
 impl SshError {
@@ -126,7 +136,8 @@ impl SshError {
             | SshError::Ssh { host, .. }
             | SshError::LocalIo { host, .. }
             | SshError::DigestMismatch { host, .. }
-            | SshError::Locked { host, .. } => host,
+            | SshError::Locked { host, .. }
+            | SshError::NotRoot { host, .. } => host,
         }
     }
 

@@ -91,6 +91,9 @@ pub fn current_holder() -> Holder {
 /// Line that ends the lock script's answer.
 const HELD: &str = "ilha-lock: held";
 const BUSY: &str = "ilha-lock: busy";
+/// Answer of a shell not running as root: it could not create the lock (and no later command
+/// would work either), so this is said plainly rather than as a busy lock.
+const NOT_ROOT: &str = "ilha-lock: not-root";
 
 /// The script run on the host. It answers one line, then (when held) waits for end-of-file.
 /// The lock's file descriptor is closed for `cat`, so only this shell holds the lock: killing
@@ -102,6 +105,10 @@ fn lock_script(holder: &Holder) -> String {
     };
     format!(
         r#"set -u
+if [ "$(id -u)" != 0 ]; then
+  echo "{NOT_ROOT} $(id -u) $(id -un 2>/dev/null || echo '?')"
+  exit 0
+fi
 umask 022
 mkdir -p {LOCK_DIR}/holders
 if ! command -v flock >/dev/null 2>&1; then
@@ -199,6 +206,15 @@ impl HostLock {
                 });
             }
         };
+        if let Some(who) = first.strip_prefix(NOT_ROOT) {
+            let _ = child.kill().await;
+            let mut words = who.split_whitespace();
+            return Err(SshError::NotRoot {
+                host: host.to_string(),
+                uid: words.next().unwrap_or("?").to_string(),
+                user: words.next().unwrap_or("?").to_string(),
+            });
+        }
         if first == HELD {
             let stdin = child.stdin.take();
             return Ok(HostLock {
