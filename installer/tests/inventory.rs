@@ -289,13 +289,19 @@ fn unknown_section_syntax() {
     );
 }
 
+/// As Ansible does: a host with no `ansible_host`, `access_ip` or `ip` is reached by its
+/// inventory name (ssh resolves it: its own config or DNS).
 #[test]
-fn host_without_address() {
-    fails_with(
-        "inventory.ini",
-        "[kube_control_plane]\nn1 ansible_host=h1\n[etcd]\nn1\n[kube_node]\nn2\n",
-        &["inventory.ini:6: host `n2` has no address: set `ansible_host=`"],
-    );
+fn a_host_without_address_is_reached_by_its_name() {
+    let text = "[kube_control_plane]\nn1 ansible_host=h1\n[etcd]\nn1\n[kube_node]\nn2\n";
+    let (ok, stdout, stderr) = show_in(&[("inv.ini", text)], &["-i", "inv.ini", "--json"]);
+    assert!(ok, "{stderr}");
+    let json: Value = serde_json::from_str(&stdout).unwrap();
+    let hosts = &json["inventory"]["hosts"];
+    assert_eq!(hosts[1]["name"], "n2");
+    assert_eq!(hosts[1]["ssh_host"], "n2");
+    assert_eq!(hosts[1]["ip"], Value::Null, "left to preflight");
+    assert_eq!(hosts[0]["ssh_host"], "h1");
 }
 
 #[test]
