@@ -89,11 +89,10 @@ pub fn lab_bundle() -> LabBundle {
     bundle
 }
 
-/// `ilha-bundler build MANIFEST --key KEY --insecure-registry REGISTRY --out OUT`, as the lab's
-/// bundles are made (fast zstd).
-pub fn build_bundle(manifest: PathBuf, key: PathBuf, registry: &str, out: &Path) {
-    let what = manifest.display().to_string();
-    let options = BuildOptions {
+/// What the e2e suites build bundles with: the lab's registry over plain HTTP, an unencrypted
+/// key, the bundler's defaults otherwise.
+pub fn build_options(manifest: PathBuf, key: PathBuf, registry: &str, out: &Path) -> BuildOptions {
+    BuildOptions {
         manifest,
         key,
         password: None,
@@ -102,7 +101,14 @@ pub fn build_bundle(manifest: PathBuf, key: PathBuf, registry: &str, out: &Path)
         platform: None,
         jobs: 6,
         zstd_level: 1,
-    };
+    }
+}
+
+/// `ilha-bundler build MANIFEST --key KEY --insecure-registry REGISTRY --out OUT`, as the lab's
+/// bundles are made (fast zstd).
+pub fn build_bundle(manifest: PathBuf, key: PathBuf, registry: &str, out: &Path) {
+    let what = manifest.display().to_string();
+    let options = build_options(manifest, key, registry, out);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (_cancel_tx, cancel) = tokio::sync::watch::channel(false);
     runtime

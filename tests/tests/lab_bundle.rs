@@ -2,7 +2,8 @@
 //! lab's own registry and mirror, then verified, must hold exactly what the lab built.
 use std::path::PathBuf;
 
-use ilha_bundler::build::{BuildOptions, build};
+use ilha_bundler::build::build;
+use ilha_e2e::cluster::build_options;
 use xtask::artifacts;
 use xtask::lab::LabConfig;
 
@@ -21,16 +22,7 @@ async fn lab_manifest_builds_a_bundle_holding_exactly_the_lab_artifacts() {
     let work = tempfile::tempdir().unwrap();
     let (key, public) = ilha_format::sign::generate_keypair(work.path(), None).unwrap();
     let out = work.path().join("lab.tar.zst");
-    let options = BuildOptions {
-        manifest: lab_manifest(),
-        key,
-        password: None,
-        out: Some(out.clone()),
-        insecure_registries: vec![served.registry.to_string()],
-        platform: None,
-        jobs: 6,
-        zstd_level: 1,
-    };
+    let options = build_options(lab_manifest(), key, &served.registry.to_string(), &out);
     let (_cancel_tx, cancel) = tokio::sync::watch::channel(false);
     let summary = build(&options, cancel)
         .await

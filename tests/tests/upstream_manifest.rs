@@ -19,8 +19,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ilha_bundler::build::{BuildOptions, BuildSummary, MirrorOptions, build_through};
+use ilha_bundler::build::{BuildSummary, MirrorOptions, build_through};
 use ilha_bundler::mirror::{parse_registry_rule, parse_url_rule};
+use ilha_e2e::cluster::build_options;
+use xtask::artifacts::upstream::Published;
 use xtask::artifacts::{self, Served};
 use xtask::lab::LabConfig;
 
@@ -31,17 +33,15 @@ fn upstream_manifest() -> PathBuf {
     ))
 }
 
-fn mirror_options(served: &Served, extra_files: &[String]) -> MirrorOptions {
-    let files = served
-        .upstream
+fn mirror_options(upstream: &Published, extra_files: &[String]) -> MirrorOptions {
+    let files = upstream
         .file_mirrors
         .iter()
         .map(|(from, to)| format!("{from}={to}"))
         .chain(extra_files.iter().cloned())
         .map(|arg| parse_url_rule(&arg).unwrap())
         .collect();
-    let registries = served
-        .upstream
+    let registries = upstream
         .registry_mirrors
         .iter()
         .map(|(from, to)| parse_registry_rule(&format!("{from}={to}")).unwrap())
@@ -51,23 +51,15 @@ fn mirror_options(served: &Served, extra_files: &[String]) -> MirrorOptions {
 
 async fn build_upstream(
     served: &Served,
+    upstream: &Published,
     work: &Path,
     extra_files: &[String],
 ) -> (ilha_bundler::error::Result<BuildSummary>, PathBuf, PathBuf) {
     let (key, public) = ilha_format::sign::generate_keypair(work, None).unwrap();
     let out = work.join("kubernetes.tar.zst");
-    let options = BuildOptions {
-        manifest: upstream_manifest(),
-        key,
-        password: None,
-        out: Some(out.clone()),
-        insecure_registries: vec![served.registry.to_string()],
-        platform: None,
-        jobs: 6,
-        zstd_level: 1,
-    };
+    let options = build_options(upstream_manifest(), key, &served.registry.to_string(), &out);
     let (_cancel_tx, cancel) = tokio::sync::watch::channel(false);
-    let result = build_through(&options, &mirror_options(served, extra_files), cancel).await;
+    let result = build_through(&options, &mirror_options(upstream, extra_files), cancel).await;
     (result, out, public)
 }
 
@@ -87,15 +79,16 @@ fn run(command: &mut Command) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_manifest_builds_unchanged_through_mirrors() {
     let config = LabConfig::from_env();
-    let served = tokio::task::spawn_blocking(move || artifacts::ensure_served(&config))
-        .await
-        .unwrap()
-        .unwrap_or_else(|err| panic!("serving the lab's artifacts: {err:#}"));
+    let (served, upstream) =
+        tokio::task::spawn_blocking(move || artifacts::ensure_upstream_served(&config))
+            .await
+            .unwrap()
+            .unwrap_or_else(|err| panic!("serving the lab's artifacts: {err:#}"));
     let manifest = ilha_bundler::manifest::load(&upstream_manifest()).unwrap();
 
     let work = tempfile::tempdir().unwrap();
     let started = std::time::Instant::now();
-    let (result, out, public) = build_upstream(&served, work.path(), &[]).await;
+    let (result, out, public) = build_upstream(&served, &upstream, work.path(), &[]).await;
     let summary = result.unwrap_or_else(|err| panic!("building the upstream manifest: {err:#}"));
     eprintln!("built in {:.1}s", started.elapsed().as_secs_f64());
 
@@ -137,7 +130,7 @@ async fn upstream_manifest_builds_unchanged_through_mirrors() {
     // Canonical names and sources, and each member's digest is its stand-in's.
     assert_eq!(index.name, "kubernetes");
     assert_eq!(index.version, &artifacts::upstream::KUBERNETES[1..]);
-    let standins = &served.upstream.standins;
+    let standins = &upstream.standins;
     let mut names: Vec<&str> = index.binaries.iter().map(|b| b.name.as_str()).collect();
     names.sort();
     let mut expected: Vec<&str> = standins.keys().map(String::as_str).collect();
@@ -174,8 +167,7 @@ async fn upstream_manifest_builds_unchanged_through_mirrors() {
         .map(|i| (i.name.clone(), i.manifest_digest.clone()))
         .collect();
     images.sort();
-    let mut standin_images: Vec<(String, String)> = served
-        .upstream
+    let mut standin_images: Vec<(String, String)> = upstream
         .images
         .iter()
         .map(|(name, image)| (name.clone(), image.layout.manifest_digest.clone()))
@@ -214,10 +206,11 @@ async fn upstream_manifest_builds_unchanged_through_mirrors() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tampered_checksum_file_on_the_mirror_fails_the_build() {
     let config = LabConfig::from_env();
-    let served = tokio::task::spawn_blocking(move || artifacts::ensure_served(&config))
-        .await
-        .unwrap()
-        .unwrap_or_else(|err| panic!("serving the lab's artifacts: {err:#}"));
+    let (served, upstream) =
+        tokio::task::spawn_blocking(move || artifacts::ensure_upstream_served(&config))
+            .await
+            .unwrap()
+            .unwrap_or_else(|err| panic!("serving the lab's artifacts: {err:#}"));
     let tampered_dir = format!("tampered-{}", std::process::id());
     let tampered_path = served
         .mirror_root
@@ -242,6 +235,7 @@ async fn a_tampered_checksum_file_on_the_mirror_fails_the_build() {
     let work = tempfile::tempdir().unwrap();
     let (result, out, _) = build_upstream(
         &served,
+        &upstream,
         work.path(),
         &[format!("{canonical}={tampered_url}")],
     )
@@ -261,7 +255,7 @@ async fn a_tampered_checksum_file_on_the_mirror_fails_the_build() {
         tampered_url.as_str(),
         canonical.as_str(),
         kubelet_mirror.as_str(),
-        &served.upstream.standins["kubelet"].sha256,
+        &upstream.standins["kubelet"].sha256,
         "kubernetes-v1.37.0.yaml:",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in: {err}");

@@ -50,7 +50,8 @@ pub fn run(args: ArtifactsArgs) -> anyhow::Result<()> {
             );
         }
         ArtifactsCommand::Serve => {
-            let served = super::ensure_served(&config).context("artifacts serve")?;
+            let (served, _upstream) =
+                super::ensure_upstream_served(&config).context("artifacts serve")?;
             println!(
                 "registry  http://{}  ({} images)",
                 served.registry,

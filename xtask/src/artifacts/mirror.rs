@@ -43,7 +43,7 @@ pub fn populate(root: &Path, binaries: &[Binary]) -> Result<()> {
 }
 
 /// Puts `from` at `dest` unless `dest` already has that content (checked by size and digest).
-fn place(from: &Path, dest: &Path, sha256: &str, size: u64) -> Result<()> {
+pub(super) fn place(from: &Path, dest: &Path, sha256: &str, size: u64) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     if let (Ok(src), Ok(dst)) = (std::fs::metadata(from), std::fs::metadata(dest)) {
         // Our own hard link: same bytes without reading 600 MB again.
@@ -60,7 +60,7 @@ fn place(from: &Path, dest: &Path, sha256: &str, size: u64) -> Result<()> {
     std::fs::rename(&tmp, dest).map_err(Error::io("rename into", dest))
 }
 
-fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(super) fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
     if std::fs::read(path).ok().as_deref() == Some(bytes) {
         return Ok(());
     }

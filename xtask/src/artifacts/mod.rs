@@ -86,8 +86,6 @@ pub struct Served {
     pub registry: SocketAddr,
     pub mirror: SocketAddr,
     pub mirror_root: PathBuf,
-    /// The upstream manifest's layout, with stand-in bytes (see [`upstream`]).
-    pub upstream: upstream::Published,
 }
 
 impl Served {
@@ -213,16 +211,22 @@ pub fn ensure_served(config: &LabConfig) -> Result<Served> {
     for image in &artifacts.images {
         registry::push(image)?;
     }
-    // Debian's etcd 3.5 stands in for the upstream archive's etcdutl (etcd 3.4 has none).
-    let etcdutl = artifacts.newer_etcd.etcdutl.clone();
-    let upstream = upstream::populate(&mirror_root, &artifacts, &etcdutl)?;
     Ok(Served {
         artifacts,
         registry: registry_addr(),
         mirror: mirror_addr(),
         mirror_root,
-        upstream,
     })
+}
+
+/// [`ensure_served`], then the upstream manifest's layout with stand-in bytes ([`upstream`]).
+/// Apart, so that only what builds the upstream manifest pays for its archives, not every lab
+/// test. Takes `state_dir/artifacts.lock` too.
+pub fn ensure_upstream_served(config: &LabConfig) -> Result<(Served, upstream::Published)> {
+    let served = ensure_served(config)?;
+    let _lock = fsutil::FileLock::exclusive(&config.state_dir.join("artifacts.lock"))?;
+    let upstream = upstream::populate(&served.mirror_root, &served.artifacts)?;
+    Ok((served, upstream))
 }
 
 /// Stops the registry and the mirror. Returns the names of those that were running.

@@ -75,10 +75,14 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// Lays out the upstream tree under `mirror_root/upstream` and pushes the stand-in images.
-pub fn populate(mirror_root: &Path, artifacts: &Artifacts, etcdutl: &Path) -> Result<Published> {
+pub fn populate(mirror_root: &Path, artifacts: &Artifacts) -> Result<Published> {
+    // Debian's etcd 3.5 stands in for the upstream archive's etcdutl (etcd 3.4 has none).
+    let etcdutl = artifacts.newer_etcd.etcdutl.as_path();
     let mut standins = BTreeMap::new();
     let mut plan = Vec::new();
-    let mut binary = |name: &str| -> Result<(Vec<u8>, String)> {
+    // Published as they are (hard-linked by the mirror's `place`, never read again).
+    let mut linked: Vec<(String, &super::Binary)> = Vec::new();
+    let mut binary = |name: &str| -> Result<&super::Binary> {
         let found = artifacts.binary(name).ok_or_else(|| Error::Source {
             dir: mirror_root.into(),
             reason: format!("the lab built no {name}"),
@@ -90,28 +94,25 @@ pub fn populate(mirror_root: &Path, artifacts: &Artifacts, etcdutl: &Path) -> Re
                 origin: found.origin.clone(),
             },
         );
-        Ok((read(&found.path)?, found.sha256.clone()))
+        Ok(found)
     };
 
     // dl.k8s.io: the binary and `<binary>.sha256` holding the bare digest, no newline.
     let kube_dir = format!("dl.k8s.io/release/{KUBERNETES}/bin/linux/amd64");
     for name in KUBE_BINARIES {
-        let (bytes, sha256) = binary(name)?;
+        let found = binary(name)?;
         plan.push(Planned {
             path: format!("{kube_dir}/{name}.sha256"),
-            bytes: sha256.into_bytes(),
+            bytes: found.sha256.clone().into_bytes(),
         });
-        plan.push(Planned {
-            path: format!("{kube_dir}/{name}"),
-            bytes,
-        });
+        linked.push((format!("{kube_dir}/{name}"), found));
     }
 
     // etcd: etcd-vX-linux-amd64.tar.gz with a top directory, and `SHA256SUMS`.
     let etcd_top = format!("etcd-{ETCD}-linux-amd64");
     let mut members = Vec::new();
     for name in ["etcd", "etcdctl"] {
-        members.push((format!("{etcd_top}/{name}"), binary(name)?.0));
+        members.push((format!("{etcd_top}/{name}"), read(&binary(name)?.path)?));
     }
     let etcdutl_bytes = read(etcdutl)?;
     let etcdutl_standin = StandIn {
@@ -138,7 +139,7 @@ pub fn populate(mirror_root: &Path, artifacts: &Artifacts, etcdutl: &Path) -> Re
     // containerd: the static archive, members bin/*, and `<archive>.sha256sum`.
     let mut members = Vec::new();
     for name in CONTAINERD_BINARIES {
-        members.push((format!("bin/{name}"), binary(name)?.0));
+        members.push((format!("bin/{name}"), read(&binary(name)?.path)?));
     }
     let containerd_archive = tar_gz(&["bin/"], &members)?;
     let containerd_name = format!("containerd-static-{CONTAINERD}-linux-amd64.tar.gz");
@@ -158,21 +159,18 @@ pub fn populate(mirror_root: &Path, artifacts: &Artifacts, etcdutl: &Path) -> Re
     });
 
     // runc: `runc.amd64` and the clearsigned `runc.sha256sum`.
-    let (runc, runc_sha256) = binary("runc")?;
+    let runc = binary("runc")?;
     let runc_dir = format!("github.com/opencontainers/runc/releases/download/{RUNC}");
     plan.push(Planned {
         path: format!("{runc_dir}/runc.sha256sum"),
-        bytes: clearsigned_sums(&[(&runc_sha256, "runc.amd64")]).into_bytes(),
+        bytes: clearsigned_sums(&[(&runc.sha256, "runc.amd64")]).into_bytes(),
     });
-    plan.push(Planned {
-        path: format!("{runc_dir}/runc.amd64"),
-        bytes: runc,
-    });
+    linked.push((format!("{runc_dir}/runc.amd64"), runc));
 
     // CNI plugins: a `.tgz` of `./<plugin>` made with `tar -C dir .`, and `<archive>.sha256`.
     let mut members = Vec::new();
     for name in CNI_BINARIES {
-        members.push((format!("./{name}"), binary(name)?.0));
+        members.push((format!("./{name}"), read(&binary(name)?.path)?));
     }
     let cni_archive = tar_gz(&["./"], &members)?;
     let cni_name = format!("cni-plugins-linux-amd64-{CNI}.tgz");
@@ -193,9 +191,14 @@ pub fn populate(mirror_root: &Path, artifacts: &Artifacts, etcdutl: &Path) -> Re
         if let Some(dir) = dest.parent() {
             fsutil::create_dir_all(dir)?;
         }
-        if std::fs::read(&dest).ok().as_deref() != Some(file.bytes.as_slice()) {
-            fsutil::write_atomic(&dest, &file.bytes)?;
+        super::mirror::write_if_changed(&dest, &file.bytes)?;
+    }
+    for (path, found) in &linked {
+        let dest = root.join(path);
+        if let Some(dir) = dest.parent() {
+            fsutil::create_dir_all(dir)?;
         }
+        super::mirror::place(&found.path, &dest, &found.sha256, found.size)?;
     }
     fsutil::write_atomic(
         &root.join("STAND-INS"),
