@@ -202,8 +202,72 @@ pub struct ClusterConfig {
     /// false in 1.31-1.34, no such field before). `false` lets kubelet 1.35+ run on cgroup v1
     /// hosts; preflight refuses those hosts otherwise. Rendered only for versions with the field.
     pub kubelet_fail_cgroup_v1: Option<bool>,
+    /// What ilha does beyond Kubernetes' defaults to pass the CIS Kubernetes Benchmark: every item
+    /// on unless the config turns it off (docs/hardening.md says what each one is).
+    pub hardening: Hardening,
     #[serde(skip)]
     lines: KeyLines,
+}
+
+/// The `hardening:` mapping: one switch per item, all on by default, so an operator turns off only
+/// what a site cannot have (each item, its CIS checks and what turning it off costs are in
+/// docs/hardening.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Hardening {
+    /// kube-apiserver's audit log (policy: metadata, never a Secret's body) with rotation.
+    pub audit_log: bool,
+    /// Secrets encrypted at rest in etcd (and so in snapshots and kits).
+    pub secrets_encryption: bool,
+    /// Pod security admission (PodSecurityPolicy up to 1.24, PodSecurity from 1.23).
+    pub pod_security: bool,
+    /// Kubelets serve with certificates from ilha's CA, which kube-apiserver verifies.
+    pub kubelet_serving_certificates: bool,
+    /// The kubelet's `protectKernelDefaults`, with the kernel settings it requires set by ilha.
+    pub protect_kernel_defaults: bool,
+    /// Component flags: profiling off, TLS floor and ciphers, EventRateLimit, PID limits, seccomp.
+    pub component_flags: bool,
+    /// etcd runs as its own user, its data directory 0700.
+    pub etcd_user: bool,
+}
+
+impl Hardening {
+    /// Every item, with its key in the config file.
+    pub const KEYS: [&'static str; 7] = [
+        "audit_log",
+        "secrets_encryption",
+        "pod_security",
+        "kubelet_serving_certificates",
+        "protect_kernel_defaults",
+        "component_flags",
+        "etcd_user",
+    ];
+
+    fn item(&mut self, key: &str) -> Option<&mut bool> {
+        Some(match key {
+            "audit_log" => &mut self.audit_log,
+            "secrets_encryption" => &mut self.secrets_encryption,
+            "pod_security" => &mut self.pod_security,
+            "kubelet_serving_certificates" => &mut self.kubelet_serving_certificates,
+            "protect_kernel_defaults" => &mut self.protect_kernel_defaults,
+            "component_flags" => &mut self.component_flags,
+            "etcd_user" => &mut self.etcd_user,
+            _ => return None,
+        })
+    }
+}
+
+impl Default for Hardening {
+    fn default() -> Self {
+        Hardening {
+            audit_log: true,
+            secrets_encryption: true,
+            pod_security: true,
+            kubelet_serving_certificates: true,
+            protect_kernel_defaults: true,
+            component_flags: true,
+            etcd_user: true,
+        }
+    }
 }
 
 /// The signals `evictionHard` takes (Linux).
@@ -258,6 +322,8 @@ struct RawConfig {
     /// Read as text, so only `true` and `false` pass (not YAML 1.1's `no`, `off`, ...) and
     /// anything else gets ilha's own message.
     kubelet_fail_cgroup_v1: Option<Spanned<String>>,
+    /// Item → `true`/`false`, read as text for the same reason.
+    hardening: Option<Spanned<BTreeMap<String, String>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -375,6 +441,13 @@ pub enum ConfigProblemKind {
     )]
     BadFailCgroupV1(String),
     #[error(
+        "hardening: `{key}` is not an item ilha knows; the items are {}",
+        Hardening::KEYS.join(", ")
+    )]
+    UnknownHardening { key: String },
+    #[error("hardening: `{key}: {value}` must be true or false")]
+    BadHardening { key: String, value: String },
+    #[error(
         "kubernetes_version {configured} does not match the bundle's {bundled}: the bundle carries one version's binaries and images"
     )]
     VersionMismatch {
@@ -400,6 +473,7 @@ impl Default for ClusterConfig {
             state_dir: default_state_dir(Path::new(""), DEFAULT_CLUSTER_NAME),
             kubelet_eviction_hard: BTreeMap::new(),
             kubelet_fail_cgroup_v1: None,
+            hardening: Hardening::default(),
             lines: KeyLines::default(),
         }
     }
@@ -824,6 +898,30 @@ fn build(raw: RawConfig, base_dir: &Path) -> Result<ClusterConfig, Vec<ConfigPro
             ),
         }
     }
+    if let Some(hardening) = &raw.hardening {
+        for (key, value) in &hardening.value {
+            let Some(item) = config.hardening.item(key) else {
+                problem(
+                    line_of(hardening),
+                    "hardening",
+                    ConfigProblemKind::UnknownHardening { key: key.clone() },
+                );
+                continue;
+            };
+            match value.as_str() {
+                "true" => *item = true,
+                "false" => *item = false,
+                other => problem(
+                    line_of(hardening),
+                    "hardening",
+                    ConfigProblemKind::BadHardening {
+                        key: key.clone(),
+                        value: other.to_string(),
+                    },
+                ),
+            }
+        }
+    }
     if problems.is_empty() {
         Ok(config)
     } else {
@@ -898,6 +996,30 @@ mod tests {
                 "{bad}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn hardening_items_default_on_and_each_turns_off_alone() {
+        assert_eq!(parse("# unset\n").unwrap().hardening, Hardening::default());
+        let all_on = Hardening::default();
+        for key in Hardening::KEYS {
+            let config = parse(&format!("hardening:\n  {key}: false\n")).unwrap();
+            let mut expected = all_on;
+            *expected.item(key).unwrap() = false;
+            assert_eq!(config.hardening, expected, "{key}");
+            assert_ne!(config.hardening, all_on, "{key} turned nothing off");
+        }
+        let err = error("cluster_name: x\nhardening:\n  audit: false\n");
+        assert!(
+            err.starts_with("conf/cluster.yaml:3: hardening: `audit` is not an item"),
+            "{err}"
+        );
+        assert!(err.contains("audit_log"), "the items are listed: {err}");
+        let err = error("hardening:\n  audit_log: no\n");
+        assert!(
+            err.contains("hardening: `audit_log: no` must be true or false"),
+            "{err}"
+        );
     }
 
     #[test]
