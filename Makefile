@@ -41,7 +41,14 @@ build:
 test: deps
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) xtask artifacts build
-	$(CARGO) test --workspace --no-fail-fast
+	@mkdir -p target
+	@# CI shows only the head and tail of a long log: the reasons are repeated at the end.
+	@{ $(CARGO) test --workspace --no-fail-fast; echo $$? > target/test-status; } 2>&1 | tee target/test.log
+	@status=$$(cat target/test-status); if [ "$$status" != 0 ]; then \
+	    echo "=== why each failing test failed (whole log: target/test.log) ==="; \
+	    grep -A12 -E "^thread '.*panicked at" target/test.log \
+	        | grep -vE '^ +([0-9]+: |at )|^stack backtrace:|^note: '; \
+	fi; exit $$status
 
 lint:
 	$(CARGO) fmt --all -- --check

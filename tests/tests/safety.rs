@@ -137,6 +137,41 @@ fn assert_refused(output: &Output, what: &str) -> String {
     all
 }
 
+/// `ilha ARGS` started and frozen (SIGSTOP) while it holds the lock of both hosts, so refusals
+/// cannot race its end. A run with nothing to do holds them for about a second: the holders are
+/// polled until both show this run, checked again once it is frozen, and the run started again
+/// if it ended (or let go) first.
+fn first_run_frozen_holding_both_hosts(
+    lab: &FreshLab,
+    args: &[&str],
+    tmp: &Path,
+) -> (Child, Arc<Mutex<String>>, u32) {
+    let holds_both = |pid: u32| {
+        let mark = format!("(pid {pid})");
+        [1, 2].iter().all(|&i| {
+            let held = holders(lab, i);
+            held.contains("`ilha up` from") && held.contains(&mark)
+        })
+    };
+    for _attempt in 0..5 {
+        let (mut child, output) = ilha_spawn(lab, args, tmp);
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            if holds_both(pid) {
+                signal(pid as i32, "STOP");
+                if holds_both(pid) {
+                    return (child, output, pid);
+                }
+                signal(pid as i32, "CONT");
+            }
+        }
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{}", output.lock().unwrap());
+    }
+    panic!("five `ilha up` runs ended before both host locks were seen held");
+}
+
 #[test]
 fn a_live_cluster_survives_operator_slips() {
     let bundle = lab_bundle();
@@ -241,20 +276,8 @@ fn a_live_cluster_survives_operator_slips() {
     assert!(kubectl(&lab, 1, "get nodes").contains("node2"));
 
     // 3. Two commands at once -----------------------------------------------------------------
-    let (mut first, first_output) = ilha_spawn(&lab, &args, tmp.path());
-    let pid = first.id();
-    eventually(
-        "the first run holds every host",
-        Duration::from_secs(120),
-        || {
-            [1, 2]
-                .iter()
-                .all(|&i| holders(&lab, i).contains("`ilha up` from"))
-                .then_some(())
-        },
-    );
-    // Frozen while it holds both locks, so the refusals below cannot race its end.
-    signal(pid as i32, "STOP");
+    let (mut first, first_output, pid) =
+        first_run_frozen_holding_both_hosts(&lab, &args, tmp.path());
     let same_state = ilha(&lab, &args);
     let all = assert_refused(&same_state, "a second up on the same state directory");
     assert!(all.contains("is in use by `ilha up`"), "{all}");
@@ -375,6 +398,10 @@ fn a_live_cluster_survives_operator_slips() {
     std::thread::sleep(Duration::from_millis(300));
     let said = output.lock().unwrap().clone();
     assert_eq!(status.code(), Some(130), "backup after Ctrl-C:\n{said}");
+    // The host's end of the lock goes when sshd sees the channel close, a moment after ilha.
+    eventually("node1's lock released", Duration::from_secs(10), || {
+        holders(&lab, 1).is_empty().then_some(())
+    });
     assert!(!kit.exists(), "a kit was written by an interrupted backup");
     let staging: Vec<String> = std::fs::read_dir(&state)
         .unwrap()
