@@ -56,6 +56,10 @@ pub enum Command {
     Restore(commands::restore::RestoreArgs),
     /// The operator-side state directory: `state recover` rebuilds a lost one from the hosts.
     State(commands::state::StateArgs),
+    /// A person's own kubeconfig: a short-lived certificate for their name, bound to a built-in
+    /// role through RBAC, revocable (`--revoke`); the state directory's admin.conf stays the
+    /// break-glass credential.
+    Kubeconfig(commands::kubeconfig::KubeconfigArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -133,6 +137,7 @@ pub fn main() -> ExitCode {
         Command::Backup(args) => commands::backup::run(&args),
         Command::Restore(args) => commands::restore::run(&args),
         Command::State(args) => commands::state::run(&args),
+        Command::Kubeconfig(args) => commands::kubeconfig::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -158,6 +163,8 @@ fn host_lock(command: &Command) -> Option<(&'static str, crate::ssh::lock::LockM
         Command::Restore(_) => ("restore", Exclusive),
         // Reads hosts only; its state directory does not exist yet.
         Command::State(_) => ("state recover", Shared),
+        Command::Kubeconfig(args) if args.list => ("kubeconfig --list", Shared),
+        Command::Kubeconfig(_) => ("kubeconfig", Exclusive),
         Command::Verify(_) | Command::Inspect(_) | Command::Inventory(_) => return None,
     })
 }

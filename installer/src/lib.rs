@@ -1,6 +1,7 @@
 //! `ilha`: the air-gapped side. The binary is a thin wrapper over `cli::main`; each concern has
 //! its own module so later phases (`plan`, `up`) can reuse them.
 
+pub mod access;
 pub mod apiproxy;
 pub mod backup;
 pub mod cli;

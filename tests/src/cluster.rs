@@ -331,7 +331,16 @@ pub fn ilha(lab: &Lab, args: &[&str]) -> Output {
     command.args(args);
     if matches!(
         args.first(),
-        Some(&"up" | &"plan" | &"scale" | &"remove-node" | &"reset" | &"backup" | &"restore")
+        Some(
+            &"up"
+                | &"plan"
+                | &"scale"
+                | &"remove-node"
+                | &"reset"
+                | &"backup"
+                | &"restore"
+                | &"kubeconfig"
+        )
     ) {
         command
             .arg("--ssh-config")

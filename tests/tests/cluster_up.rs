@@ -219,6 +219,7 @@ fn up_builds_the_seed_layout_and_a_second_up_changes_nothing() {
         "ilha-apiproxy on h4: {}",
         exposure.trim().replace('\n', "; ")
     );
+    operators_get_their_own_short_lived_revocable_kubeconfigs(&lab, work.path(), inventory, config);
     a_listener_in_place_of_an_apiserver_gets_no_kubelet(&lab);
     lab.kill(1).unwrap();
     let nodes = eventually(
@@ -335,4 +336,163 @@ fn a_listener_in_place_of_an_apiserver_gets_no_kubelet(lab: &xtask::lab::Lab) {
         "BENCH listener in place of master 2's apiserver: {:.1}s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Issue 14's identities: `ilha kubeconfig` gives a person a certificate of their own (no group,
+/// not `system:masters`), bound by RBAC to the role asked for, which `--revoke` takes away; each
+/// used from master 2 against the API address of the state directory's admin.conf.
+fn operators_get_their_own_short_lived_revocable_kubeconfigs(
+    lab: &xtask::lab::Lab,
+    work: &std::path::Path,
+    inventory: &str,
+    config: &str,
+) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let kubeconfig = |extra: &[&str]| {
+        let mut args = vec!["kubeconfig", "-i", inventory, "-c", config];
+        args.extend_from_slice(extra);
+        ilha(lab, &args)
+    };
+    let as_user = |user: &str, args: &str| {
+        lab.ssh(
+            2,
+            &format!(
+                "/usr/local/bin/kubectl --kubeconfig=/root/{user}.conf --request-timeout=10s {args}"
+            ),
+        )
+        .unwrap()
+    };
+    let alice = work.join("alice.conf");
+    let issued = kubeconfig(&[
+        "--user",
+        "alice",
+        "--role",
+        "view",
+        "--ttl",
+        "2h",
+        "--out",
+        alice.to_str().unwrap(),
+    ]);
+    assert!(issued.status.success(), "{}", text(&issued));
+    assert!(text(&issued).contains("role view"), "{}", text(&issued));
+    assert_eq!(
+        std::fs::metadata(&alice).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "a kubeconfig with a private key is the owner's only"
+    );
+    let record = std::fs::read_to_string(work.join("state/users/alice.json")).unwrap();
+    assert!(record.contains("\"role\": \"view\""), "{record}");
+    assert!(
+        !record.contains("PRIVATE KEY"),
+        "the record keeps no key: {record}"
+    );
+    // The certificate names alice alone, with the lifetime asked for.
+    let text_of_alice = std::fs::read_to_string(&alice).unwrap();
+    let cert = base64_decode(
+        text_of_alice
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("client-certificate-data: "))
+            .unwrap(),
+    );
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&cert).unwrap();
+    let x509 = pem.parse_x509().unwrap();
+    assert_eq!(x509.subject().to_string(), "CN=alice");
+    let left = x509.validity().time_to_expiration().unwrap();
+    assert!(
+        left.whole_minutes() > 110 && left.whole_minutes() <= 120,
+        "{left:?}"
+    );
+
+    lab.copy_to(2, &alice, "/root/alice.conf").unwrap();
+    let read = as_user("alice", "get pods -A --no-headers");
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let write = as_user("alice", "create namespace alice-was-here");
+    assert!(!write.status.success(), "view may not create namespaces");
+    assert!(
+        String::from_utf8_lossy(&write.stderr).contains("forbidden"),
+        "{}",
+        String::from_utf8_lossy(&write.stderr)
+    );
+
+    let bob = work.join("bob.conf");
+    let issued = kubeconfig(&["--user", "bob", "--out", bob.to_str().unwrap()]);
+    assert!(issued.status.success(), "{}", text(&issued));
+    lab.copy_to(2, &bob, "/root/bob.conf").unwrap();
+    let created = as_user("bob", "create namespace bob-was-here");
+    assert!(
+        created.status.success(),
+        "cluster-admin by default: {}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    assert!(
+        as_user("bob", "delete namespace bob-was-here --wait=false")
+            .status
+            .success()
+    );
+
+    // Refused before anything: a file that exists, a name that is Kubernetes' own, a long life.
+    for (extra, says) in [
+        (
+            vec!["--user", "carol", "--out", bob.to_str().unwrap()],
+            "already exists",
+        ),
+        (
+            vec!["--user", "system-admin", "--out", "/tmp/x.conf"],
+            "own identities",
+        ),
+        (
+            vec!["--user", "carol", "--ttl", "400d", "--out", "/tmp/x.conf"],
+            "between 5m and 365d",
+        ),
+    ] {
+        let refused = kubeconfig(&extra);
+        assert!(!refused.status.success(), "{extra:?}");
+        assert!(
+            text(&refused).contains(says),
+            "{extra:?}: {}",
+            text(&refused)
+        );
+    }
+    let stray = kubectl(lab, 1, "get clusterrolebindings -l ilha.io/user -o name");
+    assert_eq!(
+        stray.lines().count(),
+        2,
+        "only alice's and bob's bindings: {stray}"
+    );
+
+    let revoked = kubeconfig(&["--revoke", "alice"]);
+    assert!(revoked.status.success(), "{}", text(&revoked));
+    assert!(text(&revoked).contains("deleted"), "{}", text(&revoked));
+    let read = as_user("alice", "get pods -A --no-headers");
+    assert!(!read.status.success(), "a revoked user still reads pods");
+    assert!(String::from_utf8_lossy(&read.stderr).contains("forbidden"));
+    assert!(
+        as_user("bob", "get pods -A --no-headers").status.success(),
+        "bob is untouched"
+    );
+
+    let listed = kubeconfig(&["--list"]);
+    let listed = text(&listed);
+    let line = |user: &str| {
+        listed
+            .lines()
+            .find(|l| l.starts_with(user))
+            .unwrap_or_else(|| panic!("{listed}"))
+    };
+    assert!(line("alice").contains("revoked"), "{listed}");
+    assert!(
+        line("bob").contains("cluster-admin") && line("bob").ends_with("bound"),
+        "{listed}"
+    );
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
 }

@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod inspect;
 pub mod inventory;
+pub mod kubeconfig;
 pub mod remove;
 pub mod reset;
 pub mod restore;

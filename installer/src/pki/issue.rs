@@ -71,6 +71,7 @@ pub(super) fn new_leaf(
     wanted: &WantedLeaf,
     ca: &LoadedCa,
     now: OffsetDateTime,
+    validity: Duration,
     cert_path: &Path,
 ) -> Result<KeyPairPem, PkiError> {
     let key = new_key(cert_path)?;
@@ -111,7 +112,7 @@ pub(super) fn new_leaf(
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(random_serial()?);
     params.not_before = now - BACKDATE;
-    params.not_after = (now + LEAF_VALIDITY).min(ca.not_after);
+    params.not_after = (now + validity).min(ca.not_after);
 
     // The issuer's name and key identifier come from the stored CA certificate, so the leaf's
     // issuer and authority key identifier match it byte for byte.

@@ -284,12 +284,28 @@ impl Pki {
             }
         }
 
-        let issued = issue::new_leaf(&wanted, &ca, now, &cert_path)?;
+        let issued = issue::new_leaf(&wanted, &ca, now, issue::LEAF_VALIDITY, &cert_path)?;
         // Key first: a crash in between leaves an old certificate with a new key, which the next
         // run sees as a mismatch and re-issues.
         store::write_atomic(&key_path, &issued.key_pem, KEY_MODE)?;
         store::write_atomic(&cert_path, &issued.cert_pem, PUBLIC_MODE)?;
         Ok(issued)
+    }
+
+    /// A new certificate and key for `spec`, valid for `validity` (never past the CA), that is
+    /// not stored: for credentials handed to someone else (`ilha kubeconfig`), which the state
+    /// directory records but must not keep the key of. `label` names it in errors.
+    pub fn issue_unstored(
+        &self,
+        kind: CaKind,
+        label: &str,
+        spec: &LeafSpec,
+        validity: time::Duration,
+    ) -> Result<KeyPairPem, PkiError> {
+        let path = self.dir.join(kind.subdir()).join(label);
+        let wanted = WantedLeaf::from_spec(spec, &path)?;
+        let (_, ca) = self.load_ca(kind)?;
+        issue::new_leaf(&wanted, &ca, OffsetDateTime::now_utc(), validity, &path)
     }
 
     fn paths(&self, kind: CaKind, stem: &str) -> (PathBuf, PathBuf) {
