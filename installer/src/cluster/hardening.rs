@@ -53,7 +53,7 @@ pub fn audit_log_dir_script(plan: &ClusterPlan) -> String {
     if !plan.config.hardening.audit_log {
         return String::new();
     }
-    format!("mkdir -p {AUDIT_LOG_DIR}\nchmod 700 {AUDIT_LOG_PARENT} {AUDIT_LOG_DIR}\n")
+    format!("mkdir -p {AUDIT_LOG_DIR}\nchmod 700 {AUDIT_LOG_DIR}\n")
 }
 
 // ---------------------------------------------------------------------------------------------
