@@ -280,6 +280,16 @@ pub fn restored_data_dir_owner_lines() -> String {
     )
 }
 
+/// For restore's putting back of a kit's `/etc/kubernetes` (extracted as root's): etcd's keys go
+/// back to etcd where the installed unit runs it as its user.
+pub fn restored_keys_owner_lines() -> String {
+    format!(
+        "if grep -qx 'User={ETCD_USER}' {UNIT_DIR}/etcd.service 2>/dev/null; then\n  \
+         for key in {ETCD_PKI_DIR}/server.key {ETCD_PKI_DIR}/peer.key; do\n    \
+         [ ! -e \"$key\" ] || chown {ETCD_USER}:{ETCD_USER} \"$key\"\n  done\nfi\n"
+    )
+}
+
 /// The etcd step's script. With `etcd_user`, etcd is stopped before its files change owner (a
 /// running root etcd would keep making root's files) and started once they are etcd's: an etcd
 /// that ran as root migrates on the next `up`, one member at a time like every etcd restart.

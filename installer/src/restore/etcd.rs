@@ -132,7 +132,8 @@ tar -tf {tar} | while IFS= read -r f; do
   [ -e "/$f" ] || echo "$f"
 done
 tar -C / --skip-old-files --no-same-owner -xpf {tar} {root}
-"#
+{keys}"#,
+        keys = crate::cluster::hardening::restored_keys_owner_lines(),
     )
 }
 
@@ -798,6 +799,15 @@ mod tests {
         let script = put_back_script();
         assert_bash_syntax(&script);
         assert!(script.contains("--skip-old-files"));
+        // Keys put back as root's go to etcd where it runs as its own user.
+        assert!(
+            script.ends_with(
+                "if grep -qx 'User=etcd' /etc/systemd/system/etcd.service 2>/dev/null; then\n  \
+                 for key in /etc/kubernetes/pki/etcd/server.key /etc/kubernetes/pki/etcd/peer.key; do\n    \
+                 [ ! -e \"$key\" ] || chown etcd:etcd \"$key\"\n  done\nfi\n"
+            ),
+            "{script}"
+        );
     }
 
     #[test]
