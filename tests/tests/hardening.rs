@@ -89,6 +89,16 @@ fn modes(
         .collect()
 }
 
+/// The last lines of etcd's and kube-apiserver's journals on host `index`, for a failure.
+fn journals(lab: &ilha_e2e::cluster::FreshLab, index: usize) -> String {
+    lab.ssh_ok(
+        index,
+        "journalctl -u etcd -u kube-apiserver --no-pager -n 40 2>&1; \
+         ls -ld /etc/kubernetes /etc/kubernetes/pki /etc/kubernetes/pki/etcd /var/lib/etcd 2>&1; true",
+    )
+    .unwrap_or_else(|err| format!("(journal unreadable: {err})"))
+}
+
 #[test]
 fn hardening_is_on_by_default_where_each_item_lives_and_reset_takes_it_off() {
     let bundle = lab_bundle();
@@ -116,7 +126,12 @@ fn hardening_is_on_by_default_where_each_item_lives_and_reset_takes_it_off() {
 
     let started = Instant::now();
     let up = ilha(&lab, &args);
-    assert!(up.status.success(), "ilha up failed:\n{}", text(&up));
+    assert!(
+        up.status.success(),
+        "ilha up failed:\n{}\nh1's etcd and kube-apiserver:\n{}",
+        text(&up),
+        journals(&lab, MASTER)
+    );
     eprintln!(
         "BENCH ilha up, 2 hosts, hardened: {:.1}s",
         started.elapsed().as_secs_f64()
@@ -191,6 +206,18 @@ fn hardening_is_on_by_default_where_each_item_lives_and_reset_takes_it_off() {
         etcd_files["/var/lib/etcd"], "700 etcd etcd",
         "{etcd_files:?}"
     );
+    // etcd reaches its keys through root's directories: search only, no listing.
+    for (dir, mode) in modes(
+        &lab,
+        MASTER,
+        &[
+            "/etc/kubernetes",
+            "/etc/kubernetes/pki",
+            "/etc/kubernetes/pki/etcd",
+        ],
+    ) {
+        assert_eq!(mode, "711 root root", "h1: {dir}");
+    }
     assert!(etcd_files["/var/lib/etcd/member"].ends_with(" etcd etcd"));
     assert_eq!(
         etcd_files["/etc/kubernetes/pki/etcd/server.key"],

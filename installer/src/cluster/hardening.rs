@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use super::ClusterPlan;
 use super::HostPlan;
-use super::paths::{ETCD_DATA_DIR, ETCD_PKI_DIR, ILHA_DIR, UNIT_DIR};
+use super::paths::{ETCD_DATA_DIR, ETCD_PKI_DIR, ILHA_DIR, KUBERNETES_DIR, PKI_DIR, UNIT_DIR};
 use super::render::RemoteFile;
 use crate::ssh::shell_quote;
 
@@ -245,10 +245,13 @@ pub fn etcd_user_script(plan: &ClusterPlan, host: &HostPlan) -> String {
     )
 }
 
-/// Keys only etcd reads: its server and peer keys, owned by it, 0600.
+/// Keys only etcd reads: its server and peer keys, owned by it, 0600. The directories on the
+/// way (made under ilha's umask 077) get search permission for others, not read: etcd opens
+/// the files it is told, nobody lists them, and the directories stay root's (CIS 1.1.19).
 fn etcd_key_lines() -> String {
     format!(
-        "chown {ETCD_USER}:{ETCD_USER} {ETCD_PKI_DIR}/server.key {ETCD_PKI_DIR}/peer.key\n\
+        "chmod 711 {KUBERNETES_DIR} {PKI_DIR} {ETCD_PKI_DIR}\n\
+         chown {ETCD_USER}:{ETCD_USER} {ETCD_PKI_DIR}/server.key {ETCD_PKI_DIR}/peer.key\n\
          chmod 600 {ETCD_PKI_DIR}/server.key {ETCD_PKI_DIR}/peer.key\n"
     )
 }
@@ -599,6 +602,12 @@ mod tests {
         assert!(stop < chown && chown < start, "{restart}");
         assert!(restart.contains("chmod 700 /var/lib/etcd\n"));
         assert!(restart.contains("chown etcd:etcd /etc/kubernetes/pki/etcd/server.key"));
+        // etcd reaches its files through root's directories, which ilha makes 0700.
+        assert!(
+            restart.contains(
+                "chmod 711 /etc/kubernetes /etc/kubernetes/pki /etc/kubernetes/pki/etcd\n"
+            )
+        );
         for script in [user, restart, etcd_certificates_script(&plan, member)] {
             assert_bash_syntax(&script);
         }

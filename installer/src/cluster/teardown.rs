@@ -544,15 +544,14 @@ if [ "$HAVE_RECORD" = 1 ]; then
   done
 fi
 
-# 9. The etcd user and group, when ilha made them (etcd was stopped in 1).
-if [ -f "$ETCD_USER_MADE" ]; then
-  if getent passwd "$ETCD_USER" >/dev/null; then
-    act "remove user $ETCD_USER (made by ilha)" userdel "$ETCD_USER"
-  fi
-  # userdel takes the group along where the system makes a group per user.
-  if getent group "$ETCD_USER" >/dev/null; then
-    act "remove group $ETCD_USER (made by ilha)" groupdel "$ETCD_USER"
-  fi
+# 9. The etcd user and group, when ilha made them (etcd was stopped in 1). One action: userdel
+# takes the group along where the system makes a group per user.
+remove_etcd_user() {
+  if getent passwd "$ETCD_USER" >/dev/null; then userdel "$ETCD_USER" || return 1; fi
+  if getent group "$ETCD_USER" >/dev/null; then groupdel "$ETCD_USER" || return 1; fi
+}
+if [ -f "$ETCD_USER_MADE" ] && { getent passwd "$ETCD_USER" || getent group "$ETCD_USER"; } >/dev/null; then
+  act "remove user and group $ETCD_USER (made by ilha)" remove_etcd_user
 fi
 
 # 10. Kernel settings back to their recorded values.
@@ -725,17 +724,23 @@ mod tests {
             if made {
                 std::fs::write(&marker, "").unwrap();
             }
+            // A user whose group userdel takes along, and a group left alone.
+            std::fs::write(dir.path().join("passwd-present"), "").unwrap();
+            std::fs::write(dir.path().join("group-present"), "").unwrap();
             crate::cluster::tests_support::run_bash_ok(&format!(
                 "ETCD_USER=etcd\nETCD_USER_MADE={}\n\
-                 act() {{ echo \"$1: ${{*:2}}\"; }}\n\
-                 getent() {{ return 0; }}\n{section}",
-                shell_quote(marker.to_str().unwrap())
+                 act() {{ echo \"$1\"; \"${{@:2}}\"; }}\n\
+                 getent() {{ [ -e {dir}/$1-present ]; }}\n\
+                 userdel() {{ echo \"userdel $*\"; rm -f {dir}/passwd-present {dir}/group-present; }}\n\
+                 groupdel() {{ echo \"groupdel $*\"; rm -f {dir}/group-present; }}\n\
+                 {section}",
+                shell_quote(marker.to_str().unwrap()),
+                dir = shell_quote(dir.path().to_str().unwrap()),
             ))
         };
         assert_eq!(
             run(true),
-            "remove user etcd (made by ilha): userdel etcd\n\
-             remove group etcd (made by ilha): groupdel etcd\n"
+            "remove user and group etcd (made by ilha)\nuserdel etcd\n"
         );
         assert_eq!(run(false), "");
         let text = script(None, Mode::Remove);
