@@ -48,12 +48,17 @@ pub fn audit_policy() -> RemoteFile {
     RemoteFile::new(AUDIT_POLICY, 0o600, text)
 }
 
-/// The control-plane step's lines for the audit log: its directory, root's only.
+/// The control-plane step's lines for the audit log: its directory root's only, and the log made
+/// 0600 before kube-apiserver opens it (its log rotation creates a new file with the mode of the
+/// one it moves aside; left to itself, kube-apiserver 1.20 makes it 0644).
 pub fn audit_log_dir_script(plan: &ClusterPlan) -> String {
     if !plan.config.hardening.audit_log {
         return String::new();
     }
-    format!("mkdir -p {AUDIT_LOG_DIR}\nchmod 700 {AUDIT_LOG_DIR}\n")
+    format!(
+        "mkdir -p {AUDIT_LOG_DIR}\nchmod 700 {AUDIT_LOG_DIR}\n\
+         [ -e {AUDIT_LOG} ] || : > {AUDIT_LOG}\nchmod 600 {AUDIT_LOG}\n"
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -499,6 +504,39 @@ mod tests {
         assert_eq!(rules.last().unwrap()["level"].as_str(), Some("Metadata"));
         assert!(rules.last().unwrap()["resources"].is_null());
         assert_eq!(audit_policy().mode, 0o600);
+    }
+
+    /// The audit log's directory and file, made in a scratch root: 0700 and 0600, an existing
+    /// log kept.
+    #[test]
+    fn audit_log_is_made_root_only_before_the_apiserver_opens_it() {
+        let plan = plan_for("v1.20.2");
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path().display().to_string();
+        let script = audit_log_dir_script(&plan).replace("/var/log", &format!("{r}/var/log"));
+        crate::cluster::tests_support::run_bash_ok(&script);
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &str| {
+            std::fs::metadata(format!("{r}{p}"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode(AUDIT_LOG_DIR), 0o700);
+        assert_eq!(mode(AUDIT_LOG), 0o600);
+        std::fs::write(format!("{r}{AUDIT_LOG}"), "kept\n").unwrap();
+        std::fs::set_permissions(
+            format!("{r}{AUDIT_LOG}"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        crate::cluster::tests_support::run_bash_ok(&script);
+        assert_eq!(mode(AUDIT_LOG), 0o600);
+        assert_eq!(
+            std::fs::read_to_string(format!("{r}{AUDIT_LOG}")).unwrap(),
+            "kept\n"
+        );
     }
 
     #[test]
