@@ -36,7 +36,8 @@ pub fn audit_policy() -> RemoteFile {
         - level: None\n  \
           verbs: [\"get\", \"list\", \"watch\"]\n  \
           resources:\n  \
-          - {group: \"\", resources: [\"events\"]}\n\
+          - {group: \"\", resources: [\"events\"]}\n  \
+          - {group: \"events.k8s.io\", resources: [\"events\"]}\n\
         - level: None\n  \
           nonResourceURLs: [\"/healthz*\", \"/livez*\", \"/readyz*\", \"/version\", \"/version/\"]\n\
         # Secrets, ConfigMaps and TokenReviews carry credentials: named, never shown.\n\
@@ -504,6 +505,16 @@ mod tests {
         assert_eq!(rules.last().unwrap()["level"].as_str(), Some("Metadata"));
         assert!(rules.last().unwrap()["resources"].is_null());
         assert_eq!(audit_policy().mode, 0o600);
+        // Event reads are left out under both APIs that serve Events.
+        let events = &rules[0];
+        assert_eq!(events["level"].as_str(), Some("None"));
+        let groups: Vec<&str> = events["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["group"].as_str().unwrap())
+            .collect();
+        assert_eq!(groups, ["", "events.k8s.io"]);
     }
 
     /// The audit log's directory and file, made in a scratch root: 0700 and 0600, an existing

@@ -399,7 +399,12 @@ pub fn host_steps(
         "certificates",
         Phase::Prepare,
         cert_files.into_iter().map(Upload::file).collect(),
-        format!("true\n{}", hardening::etcd_certificates_script(plan, host)),
+        // Unchanged ("true") where there is nothing to do: the digest, and so every service's
+        // restart, follows only real changes.
+        match hardening::etcd_certificates_script(plan, host) {
+            keys if keys.is_empty() => "true".into(),
+            keys => keys,
+        },
         &[],
     );
     let certs_digest = certificates.digest.clone();
