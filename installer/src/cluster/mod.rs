@@ -7,6 +7,7 @@
 pub mod allocations;
 pub mod bundle;
 pub mod certs;
+pub mod hardening;
 pub mod identity;
 pub mod images;
 pub mod journal;

@@ -16,8 +16,9 @@ use anyhow::{Context as _, bail};
 use super::teardown::{MOUNT_ROOTS, OWNED_DIRS, PARENT_DIRS, SHARED_DIRS};
 use crate::ssh::{Fleet, Session};
 
-/// Kernel settings ilha or Kubernetes components change: ilha sets `ip_forward`; kube-proxy sets
-/// `route_localnet`; the kubelet sets the `vm`/`kernel` ones where it may.
+/// Kernel settings ilha or Kubernetes components change: ilha sets `ip_forward` and the kubelet's
+/// kernel defaults; kube-proxy sets `route_localnet`; the kubelet sets the `vm`/`kernel` ones
+/// where it may.
 pub const SYSCTLS: &[&str] = &[
     "net.ipv4.ip_forward",
     "net.ipv4.conf.all.route_localnet",
@@ -26,6 +27,11 @@ pub const SYSCTLS: &[&str] = &[
     "vm.overcommit_memory",
     "kernel.panic",
     "kernel.panic_on_oops",
+    // The rest of what the kubelet's protectKernelDefaults requires, which ilha sets
+    // (hardening::KERNEL_DEFAULTS).
+    "vm.panic_on_oom",
+    "kernel.keys.root_maxkeys",
+    "kernel.keys.root_maxbytes",
 ];
 
 /// Prints every section of the record. Read-only; each probe that fails leaves its section empty
@@ -740,6 +746,15 @@ kernel.panic = 0
             assert!(script.contains(path), "{path} not watched");
         }
         assert!(script.contains("/var/lib/kubelet|/var/lib/kubelet/*"));
+    }
+
+    /// reset puts back what ilha changes: every setting the kubelet's kernel defaults need.
+    #[test]
+    fn every_kernel_default_ilha_sets_is_recorded() {
+        for (key, _) in crate::cluster::hardening::KERNEL_DEFAULTS {
+            assert!(SYSCTLS.contains(key), "{key} missing from record::SYSCTLS");
+        }
+        assert!(SYSCTLS.contains(&"net.ipv4.ip_forward"));
     }
 
     #[test]

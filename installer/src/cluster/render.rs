@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use super::paths::*;
-use super::{ClusterPlan, HostPlan, ip_port};
+use super::{ClusterPlan, HostPlan, hardening, ip_port};
 use crate::config::KubeVersion;
 
 /// A file to put on a host.
@@ -47,6 +47,12 @@ fn unit(description: &str, after: &str, exec: String, service_extra: &str) -> St
     )
 }
 
+/// Unit files and component configs: root's only (CIS 1.1.1-1.1.9, 4.1.1, 4.1.9 of the newer
+/// benchmarks ask for 600; the older ones' 644 is met too). Only root (systemd, the
+/// components) reads them.
+pub const UNIT_MODE: u32 = 0o600;
+pub const CONFIG_MODE: u32 = 0o600;
+
 fn unit_path(name: &str) -> String {
     format!("{UNIT_DIR}/{name}")
 }
@@ -83,7 +89,7 @@ pub fn etcd_unit(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
         ),
     };
     let pki = ETCD_PKI_DIR;
-    let flags = vec![
+    let mut flags = vec![
         format!("--name={}", host.name),
         format!("--data-dir={ETCD_DATA_DIR}"),
         format!(
@@ -108,14 +114,18 @@ pub fn etcd_unit(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
         format!("--peer-trusted-ca-file={pki}/ca.crt"),
         "--snapshot-count=10000".to_string(),
     ];
+    flags.extend(hardening::etcd_flags(plan));
     // Type=notify: systemd calls etcd started once it has joined a quorum.
     let text = unit(
         "etcd (ilha)",
         "network-online.target",
         exec_start(&format!("{BIN_DIR}/etcd"), &flags),
-        "Type=notify\nTimeoutStartSec=0\nLimitNOFILE=65536\n",
+        &format!(
+            "Type=notify\nTimeoutStartSec=0\nLimitNOFILE=65536\n{}",
+            hardening::etcd_service_lines(plan)
+        ),
     );
-    RemoteFile::new(unit_path("etcd.service"), 0o644, text)
+    RemoteFile::new(unit_path("etcd.service"), UNIT_MODE, text)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -161,6 +171,8 @@ pub fn apiserver_unit(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
         // itself is gone from 1.24 on (passing it there is a startup error).
         flags.push("--insecure-port=0".to_string());
     }
+    // Audit log, profiling, TLS floor and ciphers (hardening: audit_log, component_flags).
+    flags.extend(hardening::apiserver_flags(plan));
     // The API's state is in etcd: stopping need not wait for the 60 s drain (a restart would
     // otherwise take over a minute).
     let text = unit(
@@ -169,7 +181,7 @@ pub fn apiserver_unit(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
         exec_start(&format!("{BIN_DIR}/kube-apiserver"), &flags),
         "TimeoutStopSec=5\nLimitNOFILE=65536\n",
     );
-    RemoteFile::new(unit_path("kube-apiserver.service"), 0o644, text)
+    RemoteFile::new(unit_path("kube-apiserver.service"), UNIT_MODE, text)
 }
 
 /// What kube-controller-manager and kube-scheduler share: one kubeconfig for the API, for
@@ -206,24 +218,30 @@ pub fn controller_manager_unit(plan: &ClusterPlan) -> RemoteFile {
         format!("--requestheader-client-ca-file={pki}/front-proxy-ca.crt"),
         format!("--client-ca-file={pki}/ca.crt"),
     ]);
+    flags.extend(hardening::controller_manager_flags(plan));
     let text = unit(
         "kube-controller-manager (ilha)",
         "kube-apiserver.service",
         exec_start(&format!("{BIN_DIR}/kube-controller-manager"), &flags),
         "",
     );
-    RemoteFile::new(unit_path("kube-controller-manager.service"), 0o644, text)
+    RemoteFile::new(
+        unit_path("kube-controller-manager.service"),
+        UNIT_MODE,
+        text,
+    )
 }
 
-pub fn scheduler_unit() -> RemoteFile {
-    let flags = client_flags("scheduler.conf");
+pub fn scheduler_unit(plan: &ClusterPlan) -> RemoteFile {
+    let mut flags = client_flags("scheduler.conf");
+    flags.extend(hardening::scheduler_flags(plan));
     let text = unit(
         "kube-scheduler (ilha)",
         "kube-apiserver.service",
         exec_start(&format!("{BIN_DIR}/kube-scheduler"), &flags),
         "",
     );
-    RemoteFile::new(unit_path("kube-scheduler.service"), 0o644, text)
+    RemoteFile::new(unit_path("kube-scheduler.service"), UNIT_MODE, text)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -253,7 +271,7 @@ version = 2
 "#,
         pause = plan.pause_image
     );
-    RemoteFile::new(CONTAINERD_CONFIG, 0o644, text)
+    RemoteFile::new(CONTAINERD_CONFIG, CONFIG_MODE, text)
 }
 
 pub fn containerd_unit() -> RemoteFile {
@@ -265,7 +283,7 @@ pub fn containerd_unit() -> RemoteFile {
          LimitNOFILE=infinity\nTasksMax=infinity\nOOMScoreAdjust=-999\n\n\
          [Install]\nWantedBy=multi-user.target\n"
     );
-    RemoteFile::new(unit_path("containerd.service"), 0o644, text)
+    RemoteFile::new(unit_path("containerd.service"), UNIT_MODE, text)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -326,13 +344,14 @@ pub fn kubelet_config(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
     {
         let _ = writeln!(text, "failCgroupV1: {fail}");
     }
+    text.push_str(&hardening::kubelet_config_fields(plan));
     if !c.kubelet_eviction_hard.is_empty() {
         text.push_str("evictionHard:\n");
         for (signal, threshold) in &c.kubelet_eviction_hard {
             let _ = writeln!(text, "  {signal}: \"{threshold}\"");
         }
     }
-    RemoteFile::new(format!("{KUBELET_DIR}/config.yaml"), 0o644, text)
+    RemoteFile::new(format!("{KUBELET_DIR}/config.yaml"), CONFIG_MODE, text)
 }
 
 pub fn kubelet_unit(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
@@ -372,7 +391,7 @@ pub fn kubelet_unit(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
         "Wants=network-online.target",
         "Wants=network-online.target\nRequires=containerd.service",
     );
-    RemoteFile::new(unit_path("kubelet.service"), 0o644, text)
+    RemoteFile::new(unit_path("kubelet.service"), UNIT_MODE, text)
 }
 
 pub fn kube_proxy_config(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
@@ -391,7 +410,7 @@ pub fn kube_proxy_config(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
         name = host.name,
         pods = plan.config.pod_cidr,
     );
-    RemoteFile::new(format!("{KUBE_PROXY_DIR}/config.yaml"), 0o644, text)
+    RemoteFile::new(format!("{KUBE_PROXY_DIR}/config.yaml"), CONFIG_MODE, text)
 }
 
 pub fn kube_proxy_unit() -> RemoteFile {
@@ -402,7 +421,7 @@ pub fn kube_proxy_unit() -> RemoteFile {
         exec_start(&format!("{BIN_DIR}/kube-proxy"), &flags),
         "",
     );
-    RemoteFile::new(unit_path("kube-proxy.service"), 0o644, text)
+    RemoteFile::new(unit_path("kube-proxy.service"), UNIT_MODE, text)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -435,7 +454,7 @@ pub fn cni_conflist(plan: &ClusterPlan, host: &HostPlan) -> Option<RemoteFile> {
     );
     Some(RemoteFile::new(
         format!("{CNI_CONF_DIR}/10-ilha-bridge.conflist"),
-        0o644,
+        CONFIG_MODE,
         text,
     ))
 }
@@ -498,7 +517,7 @@ pub fn routes_unit() -> RemoteFile {
          [Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart={ROUTES_SCRIPT}\n\n\
          [Install]\nWantedBy=multi-user.target\n"
     );
-    RemoteFile::new(unit_path("ilha-routes.service"), 0o644, text)
+    RemoteFile::new(unit_path("ilha-routes.service"), UNIT_MODE, text)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -551,7 +570,7 @@ pub fn apiproxy_unit(plan: &ClusterPlan) -> RemoteFile {
         "[Install]",
         "[Install]\nRequiredBy=kubelet.service kube-proxy.service",
     );
-    RemoteFile::new(unit_path("ilha-apiproxy.service"), 0o644, text)
+    RemoteFile::new(unit_path("ilha-apiproxy.service"), UNIT_MODE, text)
 }
 
 /// Kernel settings every node needs (routing between pods and nodes).

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use super::bundle::InstallBundle;
 use super::paths::*;
 use super::render::{self, RemoteFile};
-use super::{ClusterPlan, HostPlan, certs};
+use super::{ClusterPlan, HostPlan, certs, hardening};
 use crate::pki::Pki;
 
 /// Phases run one after another; within a phase, hosts run in parallel.
@@ -362,7 +362,13 @@ pub fn host_steps(
             "mkdir -p {KUBELET_DIR} {KUBE_PROXY_DIR} {CNI_CONF_DIR} {CNI_BIN_DIR}\n\
              sysctl -qw net.ipv4.ip_forward=1\n"
         ));
+        if plan.config.hardening.protect_kernel_defaults {
+            system_uploads.push(Upload::file(hardening::kernel_defaults_conf()));
+            system_script.push_str(&hardening::kernel_defaults_script(plan, host));
+        }
     }
+    // Before the certificates step, which gives etcd its keys.
+    system_script.push_str(&hardening::etcd_user_script(plan, host));
     steps.push(Step::new(
         "system",
         Phase::Prepare,
@@ -393,7 +399,12 @@ pub fn host_steps(
         "certificates",
         Phase::Prepare,
         cert_files.into_iter().map(Upload::file).collect(),
-        "true".into(),
+        // Unchanged ("true") where there is nothing to do: the digest, and so every service's
+        // restart, follows only real changes.
+        match hardening::etcd_certificates_script(plan, host) {
+            keys if keys.is_empty() => "true".into(),
+            keys => keys,
+        },
         &[],
     );
     let certs_digest = certificates.digest.clone();
@@ -403,30 +414,32 @@ pub fn host_steps(
 
     // etcd ------------------------------------------------------------------------------------
     if host.is_etcd() {
-        // --no-block: a member's start only completes once a quorum is up, which needs the
-        // other members started too; the run waits for cluster health afterwards.
+        // The run waits for cluster health afterwards (see `etcd_restart_script`).
         steps.push(Step::new(
             "etcd",
             Phase::Etcd,
             vec![Upload::file(render::etcd_unit(plan, host))],
-            switch("etcd")
-                + "systemctl daemon-reload\nsystemctl enable --quiet etcd.service\n\
-                   systemctl restart --no-block etcd.service\n",
+            switch("etcd") + &hardening::etcd_restart_script(plan),
             &deps,
         ));
     }
 
     // Control plane ---------------------------------------------------------------------------
     if host.is_control_plane() {
+        let mut uploads = vec![
+            Upload::file(render::apiserver_unit(plan, host)),
+            Upload::file(render::controller_manager_unit(plan)),
+            Upload::file(render::scheduler_unit(plan)),
+        ];
+        if plan.config.hardening.audit_log {
+            uploads.push(Upload::file(hardening::audit_policy()));
+        }
         steps.push(Step::new(
             "control-plane",
             Phase::ControlPlane,
-            vec![
-                Upload::file(render::apiserver_unit(plan, host)),
-                Upload::file(render::controller_manager_unit(plan)),
-                Upload::file(render::scheduler_unit()),
-            ],
+            uploads,
             switch("control-plane")
+                + &hardening::audit_log_dir_script(plan)
                 + &restart_units(&[
                     "kube-apiserver.service",
                     "kube-controller-manager.service",

@@ -19,6 +19,9 @@
 
 use std::fmt::Write as _;
 
+use super::hardening::{
+    AUDIT_LOG_DIR, AUDIT_LOG_PARENT, ETCD_USER, ETCD_USER_MADE, KERNEL_DEFAULTS_CONF,
+};
 use super::paths::*;
 use super::record::HostRecord;
 use super::render::APIPROXY_BINARY;
@@ -60,12 +63,14 @@ pub const OWNED_DIRS: &[&str] = &[
     "/usr/libexec/kubernetes",
     "/var/log/pods",
     "/var/log/containers",
+    // kube-apiserver's audit log (hardening.audit_log).
+    AUDIT_LOG_DIR,
     ILHA_DIR,
 ];
 
 /// Parents that `mkdir -p` of an owned directory may have made: removed when empty and absent
 /// from the record (never without a record: nothing says they were ilha's).
-pub const PARENT_DIRS: &[&str] = &["/etc/cni", "/opt/cni", "/run/netns"];
+pub const PARENT_DIRS: &[&str] = &["/etc/cni", "/opt/cni", "/run/netns", AUDIT_LOG_PARENT];
 
 /// Directories ilha puts single files into, among files of others: watched by the record, never
 /// removed.
@@ -105,6 +110,7 @@ const LEGACY_FILES: &[&str] = &[
     APIPROXY_BINARY,
     ROUTES_SCRIPT,
     "/etc/sysctl.d/90-ilha.conf",
+    KERNEL_DEFAULTS_CONF,
 ];
 
 /// Listed files are removed only under these (a corrupt list cannot point the script at /home).
@@ -145,6 +151,8 @@ pub fn script(record: Option<&HostRecord>, mode: Mode) -> String {
     let _ = writeln!(s, "JOURNAL={}", shell_quote(JOURNAL));
     let _ = writeln!(s, "ILHA_DIR={}", shell_quote(ILHA_DIR));
     let _ = writeln!(s, "ROUTES_SCRIPT={}", shell_quote(ROUTES_SCRIPT));
+    let _ = writeln!(s, "ETCD_USER={}", shell_quote(ETCD_USER));
+    let _ = writeln!(s, "ETCD_USER_MADE={}", shell_quote(ETCD_USER_MADE));
     s.push_str(&array("UNITS", UNITS));
     s.push_str(&array("OWNED_DIRS", OWNED_DIRS));
     s.push_str(&array("PARENT_DIRS", PARENT_DIRS));
@@ -536,7 +544,17 @@ if [ "$HAVE_RECORD" = 1 ]; then
   done
 fi
 
-# 9. Kernel settings back to their recorded values.
+# 9. The etcd user and group, when ilha made them (etcd was stopped in 1). One action: userdel
+# takes the group along where the system makes a group per user.
+remove_etcd_user() {
+  if getent passwd "$ETCD_USER" >/dev/null; then userdel "$ETCD_USER" || return 1; fi
+  if getent group "$ETCD_USER" >/dev/null; then groupdel "$ETCD_USER" || return 1; fi
+}
+if [ -f "$ETCD_USER_MADE" ] && { getent passwd "$ETCD_USER" || getent group "$ETCD_USER"; } >/dev/null; then
+  act "remove user and group $ETCD_USER (made by ilha)" remove_etcd_user
+fi
+
+# 10. Kernel settings back to their recorded values.
 for setting in ${SYSCTLS[@]+"${SYSCTLS[@]}"}; do
   key=${setting%%=*}
   want=${setting#*=}
@@ -544,7 +562,7 @@ for setting in ${SYSCTLS[@]+"${SYSCTLS[@]}"}; do
   [ "$now" = "$want" ] || act "set $key back to $want" sysctl -qw "$key=$want"
 done
 
-# 10. ilha's journal and file list: kept after a failure, so that running reset again finds
+# 11. ilha's journal and file list: kept after a failure, so that running reset again finds
 # this host still installed and retries.
 if [ "$failures" = 0 ]; then
   remove_owned_dir "$ILHA_DIR"
@@ -613,7 +631,7 @@ mod tests {
             render::etcd_unit(&plan, master),
             render::apiserver_unit(&plan, master),
             render::controller_manager_unit(&plan),
-            render::scheduler_unit(),
+            render::scheduler_unit(&plan),
             render::containerd_unit(),
             render::kubelet_unit(&plan, worker),
             render::kube_proxy_unit(),
@@ -651,6 +669,8 @@ mod tests {
             render::kube_proxy_config(&plan, worker),
             render::cni_conflist(&plan, worker).unwrap(),
             render::sysctl_conf(),
+            crate::cluster::hardening::kernel_defaults_conf(),
+            crate::cluster::hardening::audit_policy(),
             render::routes_script(&plan, worker),
         ] {
             let path = file.path.as_str();
@@ -689,6 +709,45 @@ mod tests {
             let cni = ["bridge", "host-local", "loopback", "portmap"].contains(&name);
             assert!(known || cni, "binary {name} missing from LEGACY_FILES");
         }
+    }
+
+    /// The etcd user section, run with stand-ins: the user and group go only when ilha's marker
+    /// says ilha made them.
+    #[test]
+    fn the_etcd_user_goes_only_when_ilha_made_it() {
+        let start = BODY.find("# 9. The etcd user").unwrap();
+        let end = BODY.find("# 10. Kernel settings").unwrap();
+        let section = &BODY[start..end];
+        let run = |made: bool| {
+            let dir = tempfile::tempdir().unwrap();
+            let marker = dir.path().join("etcd-user-made");
+            if made {
+                std::fs::write(&marker, "").unwrap();
+            }
+            // A user whose group userdel takes along, and a group left alone.
+            std::fs::write(dir.path().join("passwd-present"), "").unwrap();
+            std::fs::write(dir.path().join("group-present"), "").unwrap();
+            crate::cluster::tests_support::run_bash_ok(&format!(
+                "ETCD_USER=etcd\nETCD_USER_MADE={}\n\
+                 act() {{ echo \"$1\"; \"${{@:2}}\"; }}\n\
+                 getent() {{ [ -e {dir}/$1-present ]; }}\n\
+                 userdel() {{ echo \"userdel $*\"; rm -f {dir}/passwd-present {dir}/group-present; }}\n\
+                 groupdel() {{ echo \"groupdel $*\"; rm -f {dir}/group-present; }}\n\
+                 {section}",
+                shell_quote(marker.to_str().unwrap()),
+                dir = shell_quote(dir.path().to_str().unwrap()),
+            ))
+        };
+        assert_eq!(
+            run(true),
+            "remove user and group etcd (made by ilha)\nuserdel etcd\n"
+        );
+        assert_eq!(run(false), "");
+        let text = script(None, Mode::Remove);
+        assert!(text.contains("ETCD_USER_MADE='/var/lib/ilha/etcd-user-made'\n"));
+        // The audit log's directory is ilha's; its parent goes when empty and unrecorded.
+        assert!(OWNED_DIRS.contains(&"/var/log/kubernetes/audit"));
+        assert!(PARENT_DIRS.contains(&"/var/log/kubernetes"));
     }
 
     #[test]

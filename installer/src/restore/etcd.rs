@@ -114,7 +114,8 @@ else
   snapshot_restore {snap} {common} >/dev/null
 fi
 chmod 700 {ETCD_DATA_DIR}
-"#
+{owner}"#,
+        owner = crate::cluster::hardening::restored_data_dir_owner_lines(),
     )
 }
 
@@ -131,7 +132,8 @@ tar -tf {tar} | while IFS= read -r f; do
   [ -e "/$f" ] || echo "$f"
 done
 tar -C / --skip-old-files --no-same-owner -xpf {tar} {root}
-"#
+{keys}"#,
+        keys = crate::cluster::hardening::restored_keys_owner_lines(),
     )
 }
 
@@ -678,6 +680,15 @@ mod tests {
         // The old data is moved aside, never removed.
         assert!(script.contains("mv /var/lib/etcd"), "{script}");
         assert!(!script.contains("rm -rf /var/lib/etcd"), "{script}");
+        // Where etcd runs as its own user, the restored directory becomes its, 0700.
+        assert!(
+            script.ends_with(
+                "chmod 700 /var/lib/etcd\n\
+                 if grep -qx 'User=etcd' /etc/systemd/system/etcd.service 2>/dev/null; then\n  \
+                 chown -R etcd:etcd /var/lib/etcd\nfi\n"
+            ),
+            "{script}"
+        );
     }
 
     /// The restore script run against a scratch root with stand-in tools: etcdutl (with
@@ -788,6 +799,15 @@ mod tests {
         let script = put_back_script();
         assert_bash_syntax(&script);
         assert!(script.contains("--skip-old-files"));
+        // Keys put back as root's go to etcd where it runs as its own user.
+        assert!(
+            script.ends_with(
+                "if grep -qx 'User=etcd' /etc/systemd/system/etcd.service 2>/dev/null; then\n  \
+                 for key in /etc/kubernetes/pki/etcd/server.key /etc/kubernetes/pki/etcd/peer.key; do\n    \
+                 [ ! -e \"$key\" ] || chown etcd:etcd \"$key\"\n  done\nfi\n"
+            ),
+            "{script}"
+        );
     }
 
     #[test]
