@@ -10,6 +10,7 @@ pub mod certs;
 pub mod identity;
 pub mod images;
 pub mod journal;
+pub mod kubelet_serving;
 pub mod membership;
 pub mod record;
 pub mod remove;
