@@ -98,7 +98,11 @@ fn logs(lab: &Lab, node: &str) -> std::process::Output {
 fn assert_exec_and_logs(lab: &Lab, node: &str) {
     let out = kubectl(lab, 1, &format!("logs talk-{node}"));
     assert_eq!(out.trim(), format!("hello-from-{node}"));
-    let out = kubectl(lab, 1, &format!("exec talk-{node} -- /bin/busybox hostname"));
+    let out = kubectl(
+        lab,
+        1,
+        &format!("exec talk-{node} -- /bin/busybox hostname"),
+    );
     assert_eq!(out.trim(), format!("talk-{node}"));
 }
 
@@ -138,7 +142,10 @@ fn kubelets_serve_certificates_from_ilhas_ca_and_a_running_cluster_migrates() {
             shown.contains(&format!("issuer=CN = {node}-ca@")),
             "{node}: the kubelet signs its own certificate:\n{shown}"
         );
-        assert!(!verified, "{node}: a self-signed kubelet verified:\n{shown}");
+        assert!(
+            !verified,
+            "{node}: a self-signed kubelet verified:\n{shown}"
+        );
     }
     assert!(!apiserver_args(&lab).contains("--kubelet-certificate-authority"));
     lab.ssh_ok(
@@ -216,7 +223,9 @@ fn kubelets_serve_certificates_from_ilhas_ca_and_a_running_cluster_migrates() {
         let (shown, verified) = served_certificate(&lab, ip);
         assert!(shown.contains("issuer=CN = kubernetes"), "{node}:\n{shown}");
         assert!(
-            shown.contains(&format!("subject=O = system:nodes, CN = system:node:{node}")),
+            shown.contains(&format!(
+                "subject=O = system:nodes, CN = system:node:{node}"
+            )),
             "{node}:\n{shown}"
         );
         assert!(
@@ -236,7 +245,9 @@ fn kubelets_serve_certificates_from_ilhas_ca_and_a_running_cluster_migrates() {
             "644 root /etc/kubernetes/pki/kubelet-server.crt\n\
              600 root /etc/kubernetes/pki/kubelet-server.key\n"
         );
-        let config = lab.ssh_ok(index, "cat /var/lib/kubelet/config.yaml").unwrap();
+        let config = lab
+            .ssh_ok(index, "cat /var/lib/kubelet/config.yaml")
+            .unwrap();
         assert!(
             config.contains("tlsCertFile: /etc/kubernetes/pki/kubelet-server.crt"),
             "{config}"
@@ -264,11 +275,15 @@ fn kubelets_serve_certificates_from_ilhas_ca_and_a_running_cluster_migrates() {
         ),
     )
     .unwrap();
-    let refused = eventually("kubectl logs into h2 refused", Duration::from_secs(60), || {
-        let out = logs(&lab, "h2");
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        (!out.status.success() && stderr.contains("x509")).then_some(stderr)
-    });
+    let refused = eventually(
+        "kubectl logs into h2 refused",
+        Duration::from_secs(60),
+        || {
+            let out = logs(&lab, "h2");
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            (!out.status.success() && stderr.contains("x509")).then_some(stderr)
+        },
+    );
     assert!(
         refused.contains("certificate signed by unknown authority"),
         "{refused}"
@@ -276,7 +291,10 @@ fn kubelets_serve_certificates_from_ilhas_ca_and_a_running_cluster_migrates() {
     assert_exec_and_logs(&lab, "h1");
     let out = ilha(&lab, &args);
     let said = text(&out);
-    assert!(out.status.success(), "ilha up (foreign certificate):\n{said}");
+    assert!(
+        out.status.success(),
+        "ilha up (foreign certificate):\n{said}"
+    );
     assert!(
         said.contains("h2: kubelet serving ilha's certificate and Ready"),
         "{said}"

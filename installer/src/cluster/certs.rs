@@ -380,12 +380,13 @@ mod tests {
         let ca = X509Certificate::from_der(&ca_der).unwrap().1;
         cert.verify_signature(Some(ca.public_key())).unwrap();
         assert_eq!(cert.issuer().to_string(), "CN=kubernetes");
-        assert_eq!(cert.subject().to_string(), "O=system:nodes, CN=system:node:node4");
+        assert_eq!(
+            cert.subject().to_string(),
+            "O=system:nodes, CN=system:node:node4"
+        );
         assert_eq!(
             sans(&cert),
-            BTreeSet::from(
-                ["DNS:node4", "IP:10.0.0.4", "IP:192.168.7.4"].map(str::to_string)
-            )
+            BTreeSet::from(["DNS:node4", "IP:10.0.0.4", "IP:192.168.7.4"].map(str::to_string))
         );
         let usage = cert.extended_key_usage().unwrap().unwrap().value;
         assert!(usage.server_auth && !usage.client_auth, "serving only");

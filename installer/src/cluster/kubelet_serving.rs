@@ -229,7 +229,11 @@ mod tests {
         plan: &ClusterPlan,
         journals: Vec<(&str, Journal)>,
         probes: Vec<(&str, String)>,
-    ) -> (Rollout, BTreeMap<String, Journal>, BTreeMap<String, Vec<Step>>) {
+    ) -> (
+        Rollout,
+        BTreeMap<String, Journal>,
+        BTreeMap<String, Vec<Step>>,
+    ) {
         let mut journals: BTreeMap<String, Journal> = journals
             .into_iter()
             .map(|(n, j)| (n.to_string(), j))
@@ -248,7 +252,8 @@ mod tests {
 
     fn two_nodes() -> ClusterPlan {
         let mut plan = plan_for("v1.20.2");
-        plan.hosts.retain(|h| h.name == "node1" || h.name == "node4");
+        plan.hosts
+            .retain(|h| h.name == "node1" || h.name == "node4");
         plan
     }
 
@@ -345,11 +350,7 @@ mod tests {
     fn the_item_off_decides_nothing_and_records_self_signed() {
         let mut plan = two_nodes();
         plan.config.hardening.kubelet_serving_certificates = false;
-        let (rollout, _, _) = decide(
-            &plan,
-            vec![("node1", journal(&[("kubelet", OLD)]))],
-            vec![],
-        );
+        let (rollout, _, _) = decide(&plan, vec![("node1", journal(&[("kubelet", OLD)]))], vec![]);
         assert_eq!(rollout, Rollout::default());
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::open_or_init(dir.path()).unwrap();

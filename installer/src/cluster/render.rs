@@ -700,8 +700,12 @@ mod tests {
             ),
             "{config}"
         );
-        let parsed: serde_json::Value = serde_saphyr::from_str(&config).expect("kubelet config is YAML");
-        assert_eq!(parsed["tlsCertFile"], "/etc/kubernetes/pki/kubelet-server.crt");
+        let parsed: serde_json::Value =
+            serde_saphyr::from_str(&config).expect("kubelet config is YAML");
+        assert_eq!(
+            parsed["tlsCertFile"],
+            "/etc/kubernetes/pki/kubelet-server.crt"
+        );
         let unit = text(&apiserver_unit(&plan, master));
         assert!(
             unit.contains("--kubelet-certificate-authority=/etc/kubernetes/pki/ca.crt"),

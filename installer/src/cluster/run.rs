@@ -425,8 +425,8 @@ async fn prepare(request: &UpRequest, command: &'static str) -> anyhow::Result<P
         steps::stage_binaries(&mut list, host, &on_hosts.host(&host.name));
         host_steps.insert(host.name.clone(), list);
     }
-    let kubelet_rollout = kubelet_serving_rollout(&fleet, &plan, &pki, &mut journals, &host_steps)
-        .await?;
+    let kubelet_rollout =
+        kubelet_serving_rollout(&fleet, &plan, &pki, &mut journals, &host_steps).await?;
     let mut verifying_control_plane = BTreeMap::new();
     if kubelet_rollout.verify_after_nodes {
         // Until every running kubelet serves ilha's certificate, kube-apiserver keeps not

@@ -36,7 +36,7 @@ use crate::cluster::membership::{self, Bootstrap, ClusterState};
 use crate::cluster::paths::{ETCD_PKI_DIR, KUBERNETES_DIR, PKI_DIR, UNIT_DIR};
 use crate::cluster::record::{self, HostRecord};
 use crate::cluster::run::{kubectl, load_inputs, targets};
-use crate::cluster::{allocations, say};
+use crate::cluster::{allocations, certs, say};
 use crate::config::{ApiEndpoint, ClusterConfig};
 use crate::inventory::{Inventory, Role};
 use crate::pki::{CaKind, KeyPairPem, Pki};
@@ -211,6 +211,18 @@ fn leaf_places(inventory: &Inventory) -> Vec<LeafPlace> {
             hosts: vec![host.clone()],
         });
     }
+    for host in &nodes {
+        // Absent when `hardening.kubelet_serving_certificates` is off: then nothing is lost.
+        places.push(LeafPlace {
+            kind: CaKind::Kubernetes,
+            stem: certs::kubelet_serving_stem(host),
+            source: Source::Pair(
+                certs::KUBELET_SERVING_CERT.to_string(),
+                certs::KUBELET_SERVING_KEY.to_string(),
+            ),
+            hosts: vec![host.clone()],
+        });
+    }
     if !nodes.is_empty() {
         places.push(shared(
             CaKind::Kubernetes,
@@ -234,6 +246,8 @@ fn wanted_files(roles: &BTreeSet<Role>) -> Vec<String> {
         files.push(format!("{PKI_DIR}/ca.crt"));
         files.push(format!("{KUBERNETES_DIR}/kubelet.conf"));
         files.push(format!("{KUBERNETES_DIR}/kube-proxy.conf"));
+        files.push(certs::KUBELET_SERVING_CERT.to_string());
+        files.push(certs::KUBELET_SERVING_KEY.to_string());
     }
     if etcd || control_plane {
         files.push(format!("{ETCD_PKI_DIR}/ca.crt"));
