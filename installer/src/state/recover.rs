@@ -125,7 +125,9 @@ struct LeafPlace {
 }
 
 /// Every leaf of the cluster, in the order `certs::files_for` issues them.
-fn leaf_places(inventory: &Inventory) -> Vec<LeafPlace> {
+/// `kubelet_serving`: whether nodes hold a serving pair from ilha
+/// (`hardening.kubelet_serving_certificates`).
+fn leaf_places(inventory: &Inventory, kubelet_serving: bool) -> Vec<LeafPlace> {
     let names =
         |role: Role| -> Vec<String> { inventory.with_role(role).map(|h| h.name.clone()).collect() };
     let etcd = names(Role::Etcd);
@@ -211,8 +213,7 @@ fn leaf_places(inventory: &Inventory) -> Vec<LeafPlace> {
             hosts: vec![host.clone()],
         });
     }
-    for host in &nodes {
-        // Absent when `hardening.kubelet_serving_certificates` is off: then nothing is lost.
+    for host in nodes.iter().filter(|_| kubelet_serving) {
         places.push(LeafPlace {
             kind: CaKind::Kubernetes,
             stem: certs::kubelet_serving_stem(host),
@@ -695,7 +696,7 @@ pub fn assemble(
     let reachable: BTreeSet<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
     let mut recovered_leaves = Vec::new();
     let mut cluster_names = BTreeSet::new();
-    for place in leaf_places(inventory) {
+    for place in leaf_places(inventory, config.hardening.kubelet_serving_certificates) {
         let ca = &cas[place.kind.subdir()];
         let mut copies: Vec<(String, PemPair)> = Vec::new();
         let mut rejected = Vec::new();
