@@ -79,6 +79,58 @@ pub fn operator_admin_kubeconfig(pki: &Pki, plan: &ClusterPlan) -> anyhow::Resul
     )
 }
 
+/// Where a node's kubelet finds the serving certificate ilha issues it (kubelet config
+/// `tlsCertFile`/`tlsPrivateKeyFile`), next to the cluster CA that vouches for it.
+pub const KUBELET_SERVING_CERT: &str = "/etc/kubernetes/pki/kubelet-server.crt";
+pub const KUBELET_SERVING_KEY: &str = "/etc/kubernetes/pki/kubelet-server.key";
+
+/// The stem of `node`'s kubelet serving leaf in the state directory's kubernetes CA directory.
+pub fn kubelet_serving_stem(node: &str) -> String {
+    format!("kubelet-server-{node}")
+}
+
+/// The serving certificate of `host`'s kubelet, from the kubernetes CA, so that kube-apiserver
+/// (`--kubelet-certificate-authority`) can verify whom it talks to for `exec`, `logs` and
+/// `port-forward`. The subject is what a kubelet's own serving CSR carries (`system:node:NAME`
+/// in `system:nodes`); the SANs are every address kube-apiserver may dial
+/// (`--kubelet-preferred-address-types=InternalIP,Hostname`): the node name, which
+/// `--hostname-override` makes the Node's Hostname address, its `ip` (`--node-ip`, the
+/// InternalIP) and its peer address. Serving only: it cannot log in as the node.
+pub fn kubelet_serving_spec(host: &HostPlan) -> LeafSpec {
+    let mut serving = spec(
+        &format!("system:node:{}", host.name),
+        &["system:nodes"],
+        Usage::Server,
+    );
+    // An inventory name that is an address goes in as an IP SAN (a DNS SAN may not hold one).
+    match host.name.parse::<IpAddr>() {
+        Ok(ip) => serving.ips.push(ip),
+        Err(_) => serving.dns_names.push(host.name.clone()),
+    }
+    serving.ips.push(host.ip);
+    if host.peer_ip != host.ip {
+        serving.ips.push(host.peer_ip);
+    }
+    serving
+}
+
+/// The kubelet serving pair of `host` (a node), issued or reused from the state directory like
+/// every leaf (re-issued within 30 days of expiry), as the files the kubelet step puts there:
+/// certificate 0644, key 0600.
+pub fn kubelet_serving_files(pki: &Pki, host: &HostPlan) -> anyhow::Result<Vec<RemoteFile>> {
+    let pem = pki
+        .leaf(
+            CaKind::Kubernetes,
+            &kubelet_serving_stem(&host.name),
+            &kubelet_serving_spec(host),
+        )
+        .with_context(|| format!("{}: issuing the kubelet's serving certificate", host.name))?;
+    Ok(vec![
+        RemoteFile::new(KUBELET_SERVING_CERT, CERT_MODE, pem.cert_pem),
+        RemoteFile::new(KUBELET_SERVING_KEY, KEY_MODE, pem.key_pem),
+    ])
+}
+
 /// Every certificate, key and kubeconfig `host` needs for its roles.
 pub fn files_for(
     pki: &Pki,
@@ -268,4 +320,102 @@ fn build(pki: &Pki, plan: &ClusterPlan, host: &HostPlan) -> anyhow::Result<Vec<R
         ));
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use x509_parser::extensions::GeneralName;
+    use x509_parser::prelude::{FromDer, X509Certificate};
+
+    use super::*;
+    use crate::cluster::tests_support::plan_for;
+
+    fn der(pem_text: &str) -> Vec<u8> {
+        x509_parser::pem::parse_x509_pem(pem_text.as_bytes())
+            .unwrap()
+            .1
+            .contents
+    }
+
+    fn sans(cert: &X509Certificate<'_>) -> BTreeSet<String> {
+        cert.subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+            .iter()
+            .map(|name| match name {
+                GeneralName::DNSName(dns) => format!("DNS:{dns}"),
+                GeneralName::IPAddress(octets) => {
+                    format!("IP:{}", IpAddr::from(<[u8; 4]>::try_from(*octets).unwrap()))
+                }
+                other => panic!("unexpected SAN {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn kubelet_serving_certificate_names_the_node_and_its_addresses() {
+        let state = tempfile::tempdir().unwrap();
+        let pki = Pki::open_or_init(state.path()).unwrap();
+        let mut plan = plan_for("v1.20.2");
+        plan.hosts[3].peer_ip = "192.168.7.4".parse().unwrap();
+        let worker = &plan.hosts[3];
+        let files = kubelet_serving_files(&pki, worker).unwrap();
+        let paths: Vec<(&str, u32)> = files.iter().map(|f| (f.path.as_str(), f.mode)).collect();
+        assert_eq!(
+            paths,
+            [
+                ("/etc/kubernetes/pki/kubelet-server.crt", 0o644),
+                ("/etc/kubernetes/pki/kubelet-server.key", 0o600)
+            ]
+        );
+        assert!(KUBELET_SERVING_CERT.starts_with(PKI_DIR));
+        let cert_pem = String::from_utf8(files[0].content.clone()).unwrap();
+        let cert_der = der(&cert_pem);
+        let cert = X509Certificate::from_der(&cert_der).unwrap().1;
+        let ca_der = der(&pki.ca(CaKind::Kubernetes).unwrap().cert_pem);
+        let ca = X509Certificate::from_der(&ca_der).unwrap().1;
+        cert.verify_signature(Some(ca.public_key())).unwrap();
+        assert_eq!(cert.issuer().to_string(), "CN=kubernetes");
+        assert_eq!(
+            cert.subject().to_string(),
+            "O=system:nodes, CN=system:node:node4"
+        );
+        assert_eq!(
+            sans(&cert),
+            BTreeSet::from(["DNS:node4", "IP:10.0.0.4", "IP:192.168.7.4"].map(str::to_string))
+        );
+        let usage = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(usage.server_auth && !usage.client_auth, "serving only");
+        // Kept in the state directory under its own stem, and reused as is by the next run.
+        assert!(
+            state
+                .path()
+                .join("kubernetes/kubelet-server-node4.crt")
+                .is_file()
+        );
+        assert_eq!(kubelet_serving_files(&pki, worker).unwrap(), files);
+        // Each node its own leaf.
+        let master = kubelet_serving_files(&pki, &plan.hosts[0]).unwrap();
+        assert_ne!(master[0].content, files[0].content);
+        let master_der = der(std::str::from_utf8(&master[0].content).unwrap());
+        let master = X509Certificate::from_der(&master_der).unwrap().1;
+        assert_eq!(
+            sans(&master),
+            BTreeSet::from(["DNS:node1", "IP:10.0.0.1"].map(str::to_string))
+        );
+    }
+
+    #[test]
+    fn an_inventory_name_that_is_an_address_is_an_ip_san() {
+        let mut plan = plan_for("v1.20.2");
+        plan.hosts[3].name = "10.0.0.4".to_string();
+        let spec = kubelet_serving_spec(&plan.hosts[3]);
+        assert!(spec.dns_names.is_empty());
+        assert_eq!(spec.common_name, "system:node:10.0.0.4");
+        assert_eq!(spec.ips, vec!["10.0.0.4".parse::<IpAddr>().unwrap(); 2]);
+    }
 }

@@ -40,6 +40,14 @@ impl Journal {
         self.done.get(step).is_some_and(|d| d == digest)
     }
 
+    /// Makes `step` run again although its digest is recorded (what it put on the host was
+    /// changed since), still as an update of a step that ran before.
+    pub fn mark_stale(&mut self, step: &str) {
+        if let Some(digest) = self.done.get_mut(step) {
+            digest.clear();
+        }
+    }
+
     /// Whether `step` ever finished here, whatever it installed then.
     pub fn has(&self, step: &str) -> bool {
         self.done.contains_key(step)

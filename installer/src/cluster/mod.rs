@@ -11,6 +11,7 @@ pub mod hardening;
 pub mod identity;
 pub mod images;
 pub mod journal;
+pub mod kubelet_serving;
 pub mod membership;
 pub mod record;
 pub mod remove;

@@ -166,6 +166,11 @@ pub fn apiserver_unit(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
         "--requestheader-group-headers=X-Remote-Group".to_string(),
         "--requestheader-username-headers=X-Remote-User".to_string(),
     ];
+    if plan.config.hardening.kubelet_serving_certificates {
+        // Kubelets serve certificates from this CA (`certs::kubelet_serving_files`): exec, logs
+        // and port-forward then go only to the real kubelet (CIS 1.2.5).
+        flags.push(format!("--kubelet-certificate-authority={pki}/ca.crt"));
+    }
     if !plan.version.at_least(1, 24) {
         // Before 1.24 an unauthenticated HTTP port 8080 is open unless turned off; the flag
         // itself is gone from 1.24 on (passing it there is a startup error).
@@ -345,6 +350,15 @@ pub fn kubelet_config(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
         let _ = writeln!(text, "failCgroupV1: {fail}");
     }
     text.push_str(&hardening::kubelet_config_fields(plan));
+    if c.hardening.kubelet_serving_certificates {
+        // ilha's CA signs it (`certs::kubelet_serving_files`), not the kubelet itself (CIS 4.2.10).
+        let _ = writeln!(
+            text,
+            "tlsCertFile: {}\ntlsPrivateKeyFile: {}",
+            super::certs::KUBELET_SERVING_CERT,
+            super::certs::KUBELET_SERVING_KEY
+        );
+    }
     if !c.kubelet_eviction_hard.is_empty() {
         text.push_str("evictionHard:\n");
         for (signal, threshold) in &c.kubelet_eviction_hard {
@@ -691,6 +705,36 @@ mod tests {
             ),
             "{config}"
         );
+    }
+
+    #[test]
+    fn kubelet_serving_certificates_are_used_and_verified_only_with_the_item() {
+        let mut plan = plan_for("v1.20.2");
+        let (master, worker) = (&plan.hosts[0], &plan.hosts[3]);
+        let config = text(&kubelet_config(&plan, worker));
+        assert!(
+            config.contains(
+                "\ntlsCertFile: /etc/kubernetes/pki/kubelet-server.crt\n\
+                 tlsPrivateKeyFile: /etc/kubernetes/pki/kubelet-server.key\n"
+            ),
+            "{config}"
+        );
+        let parsed: serde_json::Value =
+            serde_saphyr::from_str(&config).expect("kubelet config is YAML");
+        assert_eq!(
+            parsed["tlsCertFile"],
+            "/etc/kubernetes/pki/kubelet-server.crt"
+        );
+        let unit = text(&apiserver_unit(&plan, master));
+        assert!(
+            unit.contains("--kubelet-certificate-authority=/etc/kubernetes/pki/ca.crt"),
+            "{unit}"
+        );
+        plan.config.hardening.kubelet_serving_certificates = false;
+        let (master, worker) = (&plan.hosts[0], &plan.hosts[3]);
+        assert!(!text(&kubelet_config(&plan, worker)).contains("tlsCertFile"));
+        assert!(!text(&kubelet_config(&plan, worker)).contains("tlsPrivateKeyFile"));
+        assert!(!text(&apiserver_unit(&plan, master)).contains("--kubelet-certificate-authority"));
     }
 
     #[test]

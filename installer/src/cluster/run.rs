@@ -18,7 +18,10 @@ use super::bundle::InstallBundle;
 use super::journal::{self, Journal};
 use super::paths::*;
 use super::steps::{self, Content, Phase, ProxyBinary, Step};
-use super::{ClusterPlan, HostPlan, allocations, certs, images, membership, render, say, versions};
+use super::{
+    ClusterPlan, HostPlan, allocations, certs, images, kubelet_serving, membership, render, say,
+    versions,
+};
 use crate::config::ClusterConfig;
 use crate::inventory::Inventory;
 use crate::pki::Pki;
@@ -131,6 +134,11 @@ struct Prepared {
     established_etcd: Vec<String>,
     /// etcd members joining a running cluster, in the order they join.
     joining_etcd: Vec<String>,
+    /// Kubelets moving to ilha's serving certificates (`kubelet_serving`).
+    kubelet_rollout: kubelet_serving::Rollout,
+    /// The masters' control-plane steps with `--kubelet-certificate-authority`, run after the
+    /// nodes phase when some running kubelet did not serve ilha's certificate yet.
+    verifying_control_plane: BTreeMap<String, Step>,
 }
 
 /// The inventory and the cluster config, checked against each other.
@@ -301,7 +309,7 @@ async fn prepare(request: &UpRequest, command: &'static str) -> anyhow::Result<P
         };
         addresses.insert(host.name.clone(), ip);
     }
-    let journals = read_journals(&fleet).await?;
+    let mut journals = read_journals(&fleet).await?;
     // Before anything is allocated, issued or pushed: these hosts must be this state
     // directory's cluster (or fresh), or the run would mint new CAs over a running cluster.
     super::identity::guard(&fleet, &config, command).await?;
@@ -417,6 +425,33 @@ async fn prepare(request: &UpRequest, command: &'static str) -> anyhow::Result<P
         steps::stage_binaries(&mut list, host, &on_hosts.host(&host.name));
         host_steps.insert(host.name.clone(), list);
     }
+    let kubelet_rollout =
+        kubelet_serving_rollout(&fleet, &plan, &pki, &mut journals, &host_steps).await?;
+    let mut verifying_control_plane = BTreeMap::new();
+    if kubelet_rollout.verify_after_nodes {
+        // Until every running kubelet serves ilha's certificate, kube-apiserver keeps not
+        // verifying them: its step is the one rendered without the item.
+        let mut unverified = plan.clone();
+        unverified.config.hardening.kubelet_serving_certificates = false;
+        for master in plan.control_plane() {
+            let first = steps::host_steps(
+                &unverified,
+                &bundle,
+                &pki,
+                master,
+                &(archive.clone(), archive_sha.clone()),
+                &apiproxy,
+            )?
+            .into_iter()
+            .find(|s| s.id == "control-plane")
+            .expect("a control-plane host has a control-plane step");
+            let slot = host_steps
+                .get_mut(&master.name)
+                .and_then(|list| list.iter_mut().find(|s| s.id == "control-plane"))
+                .expect("a control-plane host has a control-plane step");
+            verifying_control_plane.insert(master.name.clone(), std::mem::replace(slot, first));
+        }
+    }
 
     tracing::debug!(elapsed = ?started.elapsed(), "prepared");
     Ok(Prepared {
@@ -430,7 +465,43 @@ async fn prepare(request: &UpRequest, command: &'static str) -> anyhow::Result<P
         pki,
         established_etcd,
         joining_etcd,
+        kubelet_rollout,
+        verifying_control_plane,
     })
+}
+
+/// Reads each node's kubelet serving pair and decides the [`kubelet_serving::Rollout`].
+async fn kubelet_serving_rollout(
+    fleet: &Fleet,
+    plan: &ClusterPlan,
+    pki: &Pki,
+    journals: &mut BTreeMap<String, Journal>,
+    host_steps: &BTreeMap<String, Vec<Step>>,
+) -> anyhow::Result<kubelet_serving::Rollout> {
+    if !plan.config.hardening.kubelet_serving_certificates {
+        return Ok(kubelet_serving::Rollout::default());
+    }
+    let probes = match fleet
+        .run_all(&kubelet_serving::probe_script())
+        .await
+        .into_result()
+    {
+        Ok(outputs) => outputs
+            .into_iter()
+            .map(|(host, output)| (host, output.stdout))
+            .collect(),
+        Err(errors) => {
+            let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            bail!(
+                "reading the kubelets' serving certificates: {}",
+                errors.join("; ")
+            )
+        }
+    };
+    let marker = kubelet_serving::marker_digest(plan, pki)?;
+    Ok(kubelet_serving::Rollout::decide(
+        plan, &marker, journals, host_steps, &probes,
+    ))
 }
 
 async fn read_journals(fleet: &Fleet) -> anyhow::Result<BTreeMap<String, Journal>> {
@@ -488,6 +559,22 @@ pub async fn plan(request: &UpRequest) -> anyhow::Result<String> {
                 }
             );
         }
+    }
+    let rollout = &prepared.kubelet_rollout;
+    if rollout.verify_after_nodes {
+        let _ = writeln!(
+            out,
+            "Kubelets serving self-signed certificates ({}) restart one at a time with ilha's; \
+             then every master's control-plane step runs again, kube-apiserver verifying kubelets.",
+            rollout.unverified.join(", ")
+        );
+    }
+    if !rollout.changed_on_host.is_empty() {
+        let _ = writeln!(
+            out,
+            "The kubelet serving certificate was changed on {}: ilha's is put back.",
+            rollout.changed_on_host.join(", ")
+        );
     }
     let _ = writeln!(
         out,
@@ -948,13 +1035,13 @@ async fn install_prepared(prepared: Prepared, started: Instant) -> anyhow::Resul
         let (r, s) = match phase {
             Phase::Etcd => etcd_phase(&prepared, &mut timings).await?,
             Phase::ControlPlane => control_plane_phase(&prepared, &mut timings).await?,
-            Phase::Prepare | Phase::Nodes => {
-                run_phase(&prepared, phase, &everyone, &mut timings).await?
-            }
+            Phase::Nodes => nodes_phase(&prepared, &everyone, &mut timings).await?,
+            Phase::Prepare => run_phase(&prepared, phase, &everyone, &mut timings).await?,
         };
         run += r;
         skipped += s;
     }
+    run += verify_kubelets(&prepared, &mut timings).await?;
 
     let master = plan
         .control_plane()
@@ -967,6 +1054,25 @@ async fn install_prepared(prepared: Prepared, started: Instant) -> anyhow::Resul
     record_wait(&mut timings, "cluster", "nodes Ready", t);
     let cluster_changes =
         finish_nodes(session, plan).await? + apply_addons(&prepared, session).await?;
+    if plan.config.hardening.kubelet_serving_certificates {
+        let t = Instant::now();
+        let nodes: Vec<&HostPlan> = plan.nodes().collect();
+        wait_for(
+            session,
+            "kube-apiserver reaching every kubelet, verifying its certificate",
+            &kubelet_serving::verified_script(&nodes),
+            Duration::from_secs(60),
+        )
+        .await
+        .context(
+            "kube-apiserver cannot reach or verify the kubelets named above \
+             (hardening.kubelet_serving_certificates): `ilha up` again puts ilha's serving \
+             certificate back where it was changed; `journalctl -u kubelet` on the node says \
+             why it does not serve",
+        )?;
+        record_wait(&mut timings, "cluster", "kubelets verified", t);
+        say("  kube-apiserver verifies every kubelet's serving certificate");
+    }
 
     let admin = prepared.state_dir.join("admin.conf");
     let text = certs::operator_admin_kubeconfig(&prepared.pki, plan)?;
@@ -988,6 +1094,83 @@ async fn install_prepared(prepared: Prepared, started: Instant) -> anyhow::Resul
         elapsed: started.elapsed(),
         nodes_ready,
     })
+}
+
+/// The nodes phase: every node at once, except kubelets moving to ilha's serving certificate
+/// (`kubelet_serving`): those go one node at a time, each serving through kube-apiserver and
+/// Ready before the next, so that `exec` and `logs` keep working on the others.
+async fn nodes_phase(
+    prepared: &Prepared,
+    everyone: &[&str],
+    timings: &mut Vec<StepTiming>,
+) -> anyhow::Result<(usize, usize)> {
+    let rolling = &prepared.kubelet_rollout.rolling;
+    let rest: Vec<&str> = everyone
+        .iter()
+        .copied()
+        .filter(|h| !rolling.iter().any(|r| r == h))
+        .collect();
+    let (mut run, mut skipped) = run_phase(prepared, Phase::Nodes, &rest, timings).await?;
+    let Some(master) = prepared.plan.control_plane().next() else {
+        return Ok((run, skipped));
+    };
+    let session = prepared.fleet.session(&master.name).expect("connected");
+    for name in rolling {
+        let (r, s) = run_phase(prepared, Phase::Nodes, &[name], timings).await?;
+        run += r;
+        skipped += s;
+        let t = Instant::now();
+        wait_for(
+            session,
+            &format!("the kubelet of {name} answering through kube-apiserver, Ready"),
+            &kubelet_serving::serving_and_ready_script(name),
+            Duration::from_secs(120),
+        )
+        .await?;
+        record_wait(timings, name, "kubelet serving, Ready", t);
+        say(format!(
+            "  {name}: kubelet serving ilha's certificate and Ready"
+        ));
+    }
+    Ok((run, skipped))
+}
+
+/// After the nodes phase, when kube-apiserver was kept from verifying kubelets: every master's
+/// control-plane step with `--kubelet-certificate-authority`, one master at a time, each ready
+/// again before the next. Returns the steps run.
+async fn verify_kubelets(
+    prepared: &Prepared,
+    timings: &mut Vec<StepTiming>,
+) -> anyhow::Result<usize> {
+    let mut run = 0;
+    for master in prepared.plan.control_plane() {
+        let Some(step) = prepared.verifying_control_plane.get(&master.name) else {
+            continue;
+        };
+        crate::interrupt::check()?;
+        let session = prepared.fleet.session(&master.name).expect("connected");
+        let started = Instant::now();
+        run_step(session, step).await.with_context(|| {
+            format!(
+                "{}: step `control-plane` (kube-apiserver verifying kubelets); run `ilha up` \
+                 again to continue",
+                master.name
+            )
+        })?;
+        timings.push(StepTiming {
+            host: master.name.clone(),
+            step: step.id.to_string(),
+            elapsed: started.elapsed(),
+            changed: true,
+        });
+        run += 1;
+        wait_api_ready(prepared, &master.name).await?;
+        say(format!(
+            "  {}: kube-apiserver restarted verifying kubelets, ready",
+            master.name
+        ));
+    }
+    Ok(run)
 }
 
 /// Waits until every node named in `want` is Ready.

@@ -511,14 +511,24 @@ pub fn host_steps(
                 &deps,
             ));
         }
+        let mut kubelet = vec![
+            Upload::file(render::kubelet_config(plan, host)),
+            Upload::file(render::kubelet_unit(plan, host)),
+        ];
+        if plan.config.hardening.kubelet_serving_certificates {
+            kubelet.extend(
+                certs::kubelet_serving_files(pki, host)?
+                    .into_iter()
+                    .map(Upload::file),
+            );
+        }
+        // Once restarted, the kubelet serves what the marker says (see `kubelet_serving`).
+        let serving = super::kubelet_serving::marker_script(plan, pki)?;
         steps.push(Step::new(
             "kubelet",
             Phase::Nodes,
-            vec![
-                Upload::file(render::kubelet_config(plan, host)),
-                Upload::file(render::kubelet_unit(plan, host)),
-            ],
-            switch("kubelet") + &restart_units(&["kubelet.service"]),
+            kubelet,
+            switch("kubelet") + &restart_units(&["kubelet.service"]) + &serving,
             &deps,
         ));
         steps.push(Step::new(

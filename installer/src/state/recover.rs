@@ -36,7 +36,7 @@ use crate::cluster::membership::{self, Bootstrap, ClusterState};
 use crate::cluster::paths::{ETCD_PKI_DIR, KUBERNETES_DIR, PKI_DIR, UNIT_DIR};
 use crate::cluster::record::{self, HostRecord};
 use crate::cluster::run::{kubectl, load_inputs, targets};
-use crate::cluster::{allocations, say};
+use crate::cluster::{allocations, certs, say};
 use crate::config::{ApiEndpoint, ClusterConfig};
 use crate::inventory::{Inventory, Role};
 use crate::pki::{CaKind, KeyPairPem, Pki};
@@ -125,7 +125,9 @@ struct LeafPlace {
 }
 
 /// Every leaf of the cluster, in the order `certs::files_for` issues them.
-fn leaf_places(inventory: &Inventory) -> Vec<LeafPlace> {
+/// `kubelet_serving`: whether nodes hold a serving pair from ilha
+/// (`hardening.kubelet_serving_certificates`).
+fn leaf_places(inventory: &Inventory, kubelet_serving: bool) -> Vec<LeafPlace> {
     let names =
         |role: Role| -> Vec<String> { inventory.with_role(role).map(|h| h.name.clone()).collect() };
     let etcd = names(Role::Etcd);
@@ -211,6 +213,17 @@ fn leaf_places(inventory: &Inventory) -> Vec<LeafPlace> {
             hosts: vec![host.clone()],
         });
     }
+    for host in nodes.iter().filter(|_| kubelet_serving) {
+        places.push(LeafPlace {
+            kind: CaKind::Kubernetes,
+            stem: certs::kubelet_serving_stem(host),
+            source: Source::Pair(
+                certs::KUBELET_SERVING_CERT.to_string(),
+                certs::KUBELET_SERVING_KEY.to_string(),
+            ),
+            hosts: vec![host.clone()],
+        });
+    }
     if !nodes.is_empty() {
         places.push(shared(
             CaKind::Kubernetes,
@@ -234,6 +247,8 @@ fn wanted_files(roles: &BTreeSet<Role>) -> Vec<String> {
         files.push(format!("{PKI_DIR}/ca.crt"));
         files.push(format!("{KUBERNETES_DIR}/kubelet.conf"));
         files.push(format!("{KUBERNETES_DIR}/kube-proxy.conf"));
+        files.push(certs::KUBELET_SERVING_CERT.to_string());
+        files.push(certs::KUBELET_SERVING_KEY.to_string());
     }
     if etcd || control_plane {
         files.push(format!("{ETCD_PKI_DIR}/ca.crt"));
@@ -681,7 +696,7 @@ pub fn assemble(
     let reachable: BTreeSet<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
     let mut recovered_leaves = Vec::new();
     let mut cluster_names = BTreeSet::new();
-    for place in leaf_places(inventory) {
+    for place in leaf_places(inventory, config.hardening.kubelet_serving_certificates) {
         let ca = &cas[place.kind.subdir()];
         let mut copies: Vec<(String, PemPair)> = Vec::new();
         let mut rejected = Vec::new();

@@ -67,6 +67,11 @@ fn hosts_after_up(pki: &Pki, plan: &ClusterPlan) -> Vec<HostFiles> {
                 .into_iter()
                 .map(|f| (f.path, f.content))
                 .collect();
+            if host.is_node() && plan.config.hardening.kubelet_serving_certificates {
+                for file in certs::kubelet_serving_files(pki, host).unwrap() {
+                    files.insert(file.path, file.content);
+                }
+            }
             if host.is_etcd() {
                 let unit = render::etcd_unit(plan, host);
                 files.insert(unit.path, unit.content);
@@ -215,6 +220,37 @@ fn the_recovered_state_gives_every_host_the_same_bytes_again() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(siblings, ["state"]);
+}
+
+#[test]
+fn kubelet_serving_pairs_come_back_only_where_ilha_put_them() {
+    let original = tempfile::tempdir().unwrap();
+    let pki = Pki::open_or_init(&original.path().join("pki")).unwrap();
+    let plan = plan();
+    let hosts = hosts_after_up(&pki, &plan);
+    let recovered = assemble(&inventory(), &plan.config, &hosts, &[], &facts(&plan)).unwrap();
+    let serving = |recovered: &Recovered| -> Vec<String> {
+        recovered
+            .files
+            .keys()
+            .filter(|path| path.contains("kubelet-server-"))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(serving(&recovered).len(), 12, "a pair for each of 6 nodes");
+    assert!(
+        recovered
+            .files
+            .contains_key("pki/kubernetes/kubelet-server-node4.key")
+    );
+
+    // The item off: nodes hold none, and none is missed.
+    let mut off = plan.clone();
+    off.config.hardening.kubelet_serving_certificates = false;
+    let hosts = hosts_after_up(&pki, &off);
+    let recovered = assemble(&inventory(), &off.config, &hosts, &[], &facts(&off)).unwrap();
+    assert!(recovered.warnings.is_empty(), "{:?}", recovered.warnings);
+    assert!(serving(&recovered).is_empty());
 }
 
 #[test]
