@@ -156,6 +156,10 @@ pub fn apiserver_unit(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
         "--requestheader-group-headers=X-Remote-Group".to_string(),
         "--requestheader-username-headers=X-Remote-User".to_string(),
     ];
+    if let Some(config) = &plan.encryption {
+        // Secrets at rest (`cluster::encryption`): the flag exists in every supported version.
+        flags.push(format!("--encryption-provider-config={}", config.path));
+    }
     if !plan.version.at_least(1, 24) {
         // Before 1.24 an unauthenticated HTTP port 8080 is open unless turned off; the flag
         // itself is gone from 1.24 on (passing it there is a startup error).

@@ -59,6 +59,8 @@ pub struct UpReport {
     pub state_dir: PathBuf,
     pub elapsed: Duration,
     pub nodes_ready: usize,
+    /// Secrets at rest, when the cluster has keys.
+    pub encryption: Option<super::encryption::Outcome>,
 }
 
 impl UpReport {
@@ -103,6 +105,9 @@ impl UpReport {
                 );
             }
         }
+        if let Some(encryption) = &self.encryption {
+            out.push_str(&encryption.render());
+        }
         let _ = writeln!(
             out,
             "{} nodes Ready in {:.1}s.\nState directory: {}\nAdmin kubeconfig: {}\n  kubectl --kubeconfig {} get nodes",
@@ -117,13 +122,13 @@ impl UpReport {
 }
 
 /// Everything resolved before a host is changed.
-struct Prepared {
-    plan: ClusterPlan,
+pub(super) struct Prepared {
+    pub(super) plan: ClusterPlan,
     bundle: InstallBundle,
-    fleet: Fleet,
-    steps: BTreeMap<String, Vec<Step>>,
-    journals: BTreeMap<String, Journal>,
-    state_dir: PathBuf,
+    pub(super) fleet: Fleet,
+    pub(super) steps: BTreeMap<String, Vec<Step>>,
+    pub(super) journals: BTreeMap<String, Journal>,
+    pub(super) state_dir: PathBuf,
     /// Locked for this run; removed at the end if this run made it and changed no host.
     state: crate::statedir::StateDir,
     pki: Pki,
@@ -131,6 +136,8 @@ struct Prepared {
     established_etcd: Vec<String>,
     /// etcd members joining a running cluster, in the order they join.
     joining_etcd: Vec<String>,
+    /// Secrets at rest: the key set and what must run before the control plane rolls.
+    pub(super) encryption: super::encryption::Rollout,
 }
 
 /// The inventory and the cluster config, checked against each other.
@@ -388,11 +395,28 @@ async fn prepare(request: &UpRequest, command: &'static str) -> anyhow::Result<P
     for host in &mut hosts {
         host.etcd_bootstrap = boot.get(&host.name).cloned();
     }
+    // Read before anything changes: a key on a master that the state directory lacks stops here.
+    let masters: Vec<String> = hosts
+        .iter()
+        .filter(|h| h.is_control_plane())
+        .map(|h| h.name.clone())
+        .collect();
+    let encryption =
+        super::encryption::Rollout::prepare(&fleet, &state_dir, &config, &masters, &journals)
+            .await;
+    let encryption = match encryption {
+        Ok(rollout) => rollout,
+        Err(e) => {
+            fleet.close().await;
+            return Err(e);
+        }
+    };
     let plan = ClusterPlan {
         config,
         version,
         pause_image: bundle.pause_image(),
         hosts,
+        encryption: encryption.config.clone(),
     };
 
     let pki = Pki::open_or_init(&state_dir.join("pki"))
@@ -430,6 +454,7 @@ async fn prepare(request: &UpRequest, command: &'static str) -> anyhow::Result<P
         pki,
         established_etcd,
         joining_etcd,
+        encryption,
     })
 }
 
@@ -515,7 +540,7 @@ const PUT_FILE: &str = r#"put() { # PATH MODE SHA256, content as base64 on stdin
 /// Runs one step on one host: large files (binaries, the image archive) are streamed unless
 /// already in place; small ones travel inside the step's script, which then acts and journals
 /// the step, all in one round trip.
-async fn run_step(session: &Session, step: &Step) -> Result<(), SshError> {
+pub(super) async fn run_step(session: &Session, step: &Step) -> Result<(), SshError> {
     let large: Vec<&steps::Upload> = step
         .uploads
         .iter()
@@ -750,7 +775,7 @@ pub async fn scale(request: &UpRequest) -> anyhow::Result<UpReport> {
     install(request, "scale").await
 }
 
-fn record_wait(timings: &mut Vec<StepTiming>, host: &str, what: &str, since: Instant) {
+pub(super) fn record_wait(timings: &mut Vec<StepTiming>, host: &str, what: &str, since: Instant) {
     timings.push(StepTiming {
         host: host.to_string(),
         step: format!("wait: {what}"),
@@ -892,7 +917,7 @@ async fn control_plane_phase(
     Ok((run, skipped))
 }
 
-async fn wait_api_ready(prepared: &Prepared, master: &str) -> anyhow::Result<()> {
+pub(super) async fn wait_api_ready(prepared: &Prepared, master: &str) -> anyhow::Result<()> {
     let session = prepared.fleet.session(master).expect("connected");
     wait_for(
         session,
@@ -904,7 +929,7 @@ async fn wait_api_ready(prepared: &Prepared, master: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn install(request: &UpRequest, command: &'static str) -> anyhow::Result<UpReport> {
+pub(crate) async fn install(request: &UpRequest, command: &'static str) -> anyhow::Result<UpReport> {
     let started = Instant::now();
     let mut prepared = prepare(request, command).await?;
     crate::interrupt::check()?;
@@ -947,7 +972,11 @@ async fn install_prepared(prepared: Prepared, started: Instant) -> anyhow::Resul
         say(format!("Phase: {}", phase.title()));
         let (r, s) = match phase {
             Phase::Etcd => etcd_phase(&prepared, &mut timings).await?,
-            Phase::ControlPlane => control_plane_phase(&prepared, &mut timings).await?,
+            Phase::ControlPlane => {
+                // A new write key is first added as a reader on every running apiserver.
+                super::encryption::stage(&prepared, &mut timings).await?;
+                control_plane_phase(&prepared, &mut timings).await?
+            }
             Phase::Prepare | Phase::Nodes => {
                 run_phase(&prepared, phase, &everyone, &mut timings).await?
             }
@@ -965,8 +994,10 @@ async fn install_prepared(prepared: Prepared, started: Instant) -> anyhow::Resul
     let nodes: Vec<&str> = plan.nodes().map(|n| n.name.as_str()).collect();
     let nodes_ready = wait_nodes_ready(session, &nodes, Duration::from_secs(240)).await?;
     record_wait(&mut timings, "cluster", "nodes Ready", t);
-    let cluster_changes =
-        finish_nodes(session, plan).await? + apply_addons(&prepared, session).await?;
+    let encryption = super::encryption::finish(&prepared, &mut timings).await?;
+    let cluster_changes = finish_nodes(session, plan).await?
+        + apply_addons(&prepared, session).await?
+        + usize::from(encryption.as_ref().is_some_and(|e| e.changed()));
 
     let admin = prepared.state_dir.join("admin.conf");
     let text = certs::operator_admin_kubeconfig(&prepared.pki, plan)?;
@@ -987,6 +1018,7 @@ async fn install_prepared(prepared: Prepared, started: Instant) -> anyhow::Resul
             .unwrap_or_else(|_| prepared.state_dir.clone()),
         elapsed: started.elapsed(),
         nodes_ready,
+        encryption,
     })
 }
 
@@ -1148,6 +1180,7 @@ mod tests {
             state_dir: PathBuf::from("/state"),
             elapsed: Duration::from_secs(74),
             nodes_ready: 6,
+            encryption: None,
         }
     }
 

@@ -98,6 +98,9 @@ pub struct Step {
     /// Runs after the uploads (bash, `set -euo pipefail`).
     pub script: String,
     pub digest: String,
+    /// Digests of what the step depends on, kept so a variant of it can be made
+    /// ([`Step::with_file`]).
+    depends_on: Vec<String>,
 }
 
 impl Step {
@@ -131,7 +134,22 @@ impl Step {
             uploads,
             script,
             digest: hex::encode(hasher.finalize()),
+            depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
         }
+    }
+
+    /// The same step with `file` uploaded instead of the upload to the same path (or in
+    /// addition), its digest recomputed: a staged variant of a step (`cluster::encryption`).
+    pub fn with_file(&self, file: RemoteFile) -> Step {
+        let mut uploads: Vec<Upload> = self
+            .uploads
+            .iter()
+            .filter(|u| u.remote_path != file.path)
+            .cloned()
+            .collect();
+        uploads.push(Upload::file(file));
+        let deps: Vec<&str> = self.depends_on.iter().map(String::as_str).collect();
+        Step::new(self.id, self.phase, uploads, self.script.clone(), &deps)
     }
 
     /// Bytes this step sends.
@@ -418,14 +436,17 @@ pub fn host_steps(
 
     // Control plane ---------------------------------------------------------------------------
     if host.is_control_plane() {
+        let mut uploads = vec![
+            Upload::file(render::apiserver_unit(plan, host)),
+            Upload::file(render::controller_manager_unit(plan)),
+            Upload::file(render::scheduler_unit()),
+        ];
+        // A new encryption config restarts the apiserver with the rest of the control plane.
+        uploads.extend(plan.encryption.clone().map(Upload::file));
         steps.push(Step::new(
             "control-plane",
             Phase::ControlPlane,
-            vec![
-                Upload::file(render::apiserver_unit(plan, host)),
-                Upload::file(render::controller_manager_unit(plan)),
-                Upload::file(render::scheduler_unit()),
-            ],
+            uploads,
             switch("control-plane")
                 + &restart_units(&[
                     "kube-apiserver.service",
