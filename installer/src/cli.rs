@@ -56,6 +56,8 @@ pub enum Command {
     Restore(commands::restore::RestoreArgs),
     /// The operator-side state directory: `state recover` rebuilds a lost one from the hosts.
     State(commands::state::StateArgs),
+    /// Secrets encrypted at rest: `secrets rotate-key` moves every Secret to a new key.
+    Secrets(commands::secrets::SecretsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -133,6 +135,7 @@ pub fn main() -> ExitCode {
         Command::Backup(args) => commands::backup::run(&args),
         Command::Restore(args) => commands::restore::run(&args),
         Command::State(args) => commands::state::run(&args),
+        Command::Secrets(args) => commands::secrets::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -158,6 +161,7 @@ fn host_lock(command: &Command) -> Option<(&'static str, crate::ssh::lock::LockM
         Command::Restore(_) => ("restore", Exclusive),
         // Reads hosts only; its state directory does not exist yet.
         Command::State(_) => ("state recover", Shared),
+        Command::Secrets(_) => (crate::cluster::encryption::ROTATE_COMMAND, Exclusive),
         Command::Verify(_) | Command::Inspect(_) | Command::Inventory(_) => return None,
     })
 }

@@ -36,6 +36,8 @@ pub const RECORD_FILE: &str = "keys.json";
 pub const REWRITE_STEP: &str = "secrets-rewrite";
 /// What etcd's raw value of a Secret starts with when written with an aescbc key.
 pub const AESCBC_PREFIX: &str = "k8s:enc:aescbc:v1:";
+/// The command that starts a rotation (and continues one).
+pub const ROTATE_COMMAND: &str = "secrets rotate-key";
 /// AES-256.
 const KEY_BYTES: usize = 32;
 
@@ -705,9 +707,10 @@ impl Rollout {
         config: &crate::config::ClusterConfig,
         masters: &[String],
         journals: &BTreeMap<String, super::journal::Journal>,
+        rotate: bool,
     ) -> anyhow::Result<Rollout> {
         let encrypt = config.hardening.secrets_encryption;
-        let keys = KeySet::load_or_init(state_dir, encrypt)?;
+        let mut keys = KeySet::load_or_init(state_dir, encrypt)?;
         let providers = keys
             .as_ref()
             .map(|k| k.providers(encrypt))
@@ -733,6 +736,39 @@ impl Rollout {
             on_hosts.insert(master.clone(), found);
         }
         let record = KeySet::dir_of(state_dir).join(RECORD_FILE);
+        // Checked with the keys as they are, so a refused cluster gets no new key either.
+        intermediate(&providers, &on_hosts, &record)?;
+        if rotate {
+            let set = keys.as_mut().filter(|_| encrypt && !running.is_empty());
+            let Some(set) = set else {
+                bail!(
+                    "`ilha {ROTATE_COMMAND}` needs a running cluster with \
+                     `hardening: {{secrets_encryption: true}}` in its cluster config (it is {}; \
+                     {} master(s) running): there is no key to rotate. Nothing was changed",
+                    if encrypt { "on" } else { "off" },
+                    running.len()
+                );
+            };
+            if set.to_drop().is_empty() {
+                let name = set.rotate()?;
+                super::say(format!(
+                    "Secrets encryption: new key `{name}` made in {}; key(s) {} kept as readers \
+                     until every Secret is rewritten",
+                    set.dir.display(),
+                    set.to_drop().join(", ")
+                ));
+            } else {
+                super::say(format!(
+                    "Secrets encryption: continuing the rotation to `{}` (key(s) {} still to drop)",
+                    set.write_key(),
+                    set.to_drop().join(", ")
+                ));
+            }
+        }
+        let providers = keys
+            .as_ref()
+            .map(|k| k.providers(encrypt))
+            .unwrap_or_default();
         let staged = intermediate(&providers, &on_hosts, &record)?;
         Ok(Rollout {
             config: keys.as_ref().map(|_| render(&providers)),
@@ -743,6 +779,39 @@ impl Rollout {
             running,
         })
     }
+}
+
+/// For `restore`: the configuration every master gets before its apiserver starts on the
+/// kit's snapshot. Keys of the kit (`kit_state`, its copy of the state directory) that the state
+/// directory no longer has (a rotation since the backup) come back into the record as readers to
+/// drop after the next rewrite; the names of those are returned with the file. `None`: neither
+/// has keys.
+pub fn restore_config(
+    state_dir: &Path,
+    kit_state: &Path,
+    encrypt: bool,
+) -> anyhow::Result<Option<(RemoteFile, Vec<String>)>> {
+    let kit = KeySet::load(kit_state).context("the kit's keys; nothing was changed")?;
+    let Some(mut ours) = KeySet::load(state_dir)? else {
+        return match kit {
+            None => Ok(None),
+            Some(kit) => bail!(
+                "the kit's snapshot may hold Secrets encrypted with key(s) {} (its \
+                 state/{STATE_SUBDIR}/), and {} has none: copy that directory into the state \
+                 directory, then restore again. Nothing was changed",
+                kit.names().join(", "),
+                KeySet::dir_of(state_dir).display()
+            ),
+        };
+    };
+    let adopted = match &kit {
+        Some(kit) => ours.adopt_readers(kit)?,
+        None => Vec::new(),
+    };
+    if !adopted.is_empty() {
+        ours.save()?;
+    }
+    Ok(Some((render(&ours.providers(encrypt)), adopted)))
 }
 
 /// The `control-plane` step of `master` with `file` as its encryption config.

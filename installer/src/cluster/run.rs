@@ -402,8 +402,10 @@ async fn prepare(request: &UpRequest, command: &'static str) -> anyhow::Result<P
         .map(|h| h.name.clone())
         .collect();
     let encryption =
-        super::encryption::Rollout::prepare(&fleet, &state_dir, &config, &masters, &journals)
-            .await;
+        super::encryption::Rollout::prepare(&fleet, &state_dir, &config, &masters, &journals, {
+            command == super::encryption::ROTATE_COMMAND
+        })
+        .await;
     let encryption = match encryption {
         Ok(rollout) => rollout,
         Err(e) => {
@@ -770,6 +772,11 @@ pub async fn up(request: &UpRequest) -> anyhow::Result<UpReport> {
     install(request, "up").await
 }
 
+/// `ilha secrets rotate-key`: `up` with a new write key (`cluster::encryption`).
+pub async fn rotate_key(request: &UpRequest) -> anyhow::Result<UpReport> {
+    install(request, super::encryption::ROTATE_COMMAND).await
+}
+
 /// `ilha scale`: `up` on an inventory that grew, refusing when there is no cluster yet.
 pub async fn scale(request: &UpRequest) -> anyhow::Result<UpReport> {
     install(request, "scale").await
@@ -929,7 +936,7 @@ pub(super) async fn wait_api_ready(prepared: &Prepared, master: &str) -> anyhow:
     Ok(())
 }
 
-pub(crate) async fn install(request: &UpRequest, command: &'static str) -> anyhow::Result<UpReport> {
+async fn install(request: &UpRequest, command: &'static str) -> anyhow::Result<UpReport> {
     let started = Instant::now();
     let mut prepared = prepare(request, command).await?;
     crate::interrupt::check()?;

@@ -6,6 +6,7 @@ pub mod inventory;
 pub mod remove;
 pub mod reset;
 pub mod restore;
+pub mod secrets;
 pub mod state;
 pub mod up;
 pub mod verify;
