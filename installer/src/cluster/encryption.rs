@@ -143,7 +143,9 @@ pub fn render(providers: &[Provider]) -> RemoteFile {
     RemoteFile::new(
         CONFIG_PATH,
         0o600,
-        format!("# Written by ilha: Secrets encrypted at rest (the first provider writes).\n{text}"),
+        format!(
+            "# Written by ilha: Secrets encrypted at rest (the first provider writes).\n{text}"
+        ),
     )
 }
 
@@ -457,7 +459,13 @@ impl KeySet {
         );
         crate::fsutil::write_atomic(&path, text.as_bytes(), 0o600)
             .with_context(|| format!("writing {}", path.display()))?;
-        self.keys.insert(0, Key { name: name.clone(), bytes });
+        self.keys.insert(
+            0,
+            Key {
+                name: name.clone(),
+                bytes,
+            },
+        );
         Ok(name)
     }
 
@@ -845,7 +853,9 @@ async fn roll(
         let started = std::time::Instant::now();
         super::run::run_step(session, &step)
             .await
-            .with_context(|| format!("{master}: {what}: restarting kube-apiserver with {CONFIG_PATH}"))?;
+            .with_context(|| {
+                format!("{master}: {what}: restarting kube-apiserver with {CONFIG_PATH}")
+            })?;
         super::run::wait_api_ready(prepared, master).await?;
         super::run::record_wait(timings, master, what, started);
         super::say(format!("  {master}: {what}, apiserver ready"));
@@ -1002,7 +1012,10 @@ mod tests {
         let configmaps = "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\n\
             resources:\n- resources: [secrets, configmaps]\n  providers:\n  - identity: {}\n";
         let err = format!("{:#}", parse_config("m2", configmaps).unwrap_err());
-        assert!(err.contains("encrypts [\"secrets\", \"configmaps\"]"), "{err}");
+        assert!(
+            err.contains("encrypts [\"secrets\", \"configmaps\"]"),
+            "{err}"
+        );
         let err = format!("{:#}", parse_config("m3", "kind: [").unwrap_err());
         assert!(err.contains("m3: /etc/kubernetes/encryption-config.yaml: not readable YAML"));
     }
@@ -1011,7 +1024,9 @@ mod tests {
     fn a_new_write_key_is_first_added_as_a_reader_on_running_masters() {
         let record = Path::new("/s/encryption/keys.json");
         let hosts = |list: &[(&str, Vec<Provider>)]| -> BTreeMap<String, Vec<Provider>> {
-            list.iter().map(|(h, p)| (h.to_string(), p.clone())).collect()
+            list.iter()
+                .map(|(h, p)| (h.to_string(), p.clone()))
+                .collect()
         };
         // Turning it on over a running cluster (no file: plain text only).
         let on = [aescbc("key1", 1), Provider::Identity];
@@ -1105,7 +1120,8 @@ mod tests {
         crate::fsutil::write_atomic(&key, other.as_bytes(), 0o600).unwrap();
         let e = err(state.path());
         assert!(
-            e.starts_with(&format!("{}: sha256 ", key.display())) && e.contains("the key was changed"),
+            e.starts_with(&format!("{}: sha256 ", key.display()))
+                && e.contains("the key was changed"),
             "{e}"
         );
         // Not base64, too short.
@@ -1113,7 +1129,8 @@ mod tests {
         assert!(err(state.path()).contains(&format!("{}: not base64", key.display())));
         crate::fsutil::write_atomic(&key, b"AAAA\n", 0o600).unwrap();
         assert!(
-            err(state.path()).contains(&format!("{}: 3 bytes, an aescbc key has 32", key.display()))
+            err(state.path())
+                .contains(&format!("{}: 3 bytes, an aescbc key has 32", key.display()))
         );
         // Readable by others.
         crate::fsutil::write_atomic(&key, &original, 0o644).unwrap();
@@ -1150,7 +1167,10 @@ mod tests {
         let ours = tempfile::tempdir().unwrap();
         let old = KeySet::load_or_init(kit.path(), true).unwrap().unwrap();
         // Our state is the kit's, rotated since.
-        copy_dir(&kit.path().join("encryption"), &ours.path().join("encryption"));
+        copy_dir(
+            &kit.path().join("encryption"),
+            &ours.path().join("encryption"),
+        );
         let mut current = KeySet::load(ours.path()).unwrap().unwrap();
         current.rotate().unwrap();
         current.drop_retired();
@@ -1168,7 +1188,10 @@ mod tests {
         let foreign = tempfile::tempdir().unwrap();
         let foreign = KeySet::load_or_init(foreign.path(), true).unwrap().unwrap();
         let err = current.adopt_readers(&foreign).unwrap_err().to_string();
-        assert!(err.contains("key `key1` of") && err.contains("not of one cluster"), "{err}");
+        assert!(
+            err.contains("key `key1` of") && err.contains("not of one cluster"),
+            "{err}"
+        );
     }
 
     fn copy_dir(from: &Path, to: &Path) {
@@ -1203,19 +1226,25 @@ esac
         )
         .unwrap();
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let script = rewrite_script().replace(
-            "/usr/local/bin/kubectl",
-            bin.to_str().unwrap(),
-        );
+        let script = rewrite_script().replace("/usr/local/bin/kubectl", bin.to_str().unwrap());
         super::super::tests_support::assert_bash_syntax(&script);
         let out = std::process::Command::new("bash")
             .args(["-c", &format!("set -euo pipefail\n{script}")])
             .env("STATE", dir.path())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let stdout = String::from_utf8(out.stdout).unwrap();
         assert_eq!(parse_rewritten("m1", &stdout).unwrap(), 2);
-        assert!(parse_rewritten("m1", "").unwrap_err().to_string().starts_with("m1: "));
+        assert!(
+            parse_rewritten("m1", "")
+                .unwrap_err()
+                .to_string()
+                .starts_with("m1: ")
+        );
     }
 }

@@ -517,11 +517,16 @@ async fn recover_on(
     .await?;
 
     if let Some((file, adopted)) = &encryption {
-        each_ok(fleet, masters, "writing the encryption config", |s| async move {
-            s.upload(UploadSource::Bytes(&file.content), &file.path, file.mode)
-                .await?;
-            Ok(())
-        })
+        each_ok(
+            fleet,
+            masters,
+            "writing the encryption config",
+            |s| async move {
+                s.upload(UploadSource::Bytes(&file.content), &file.path, file.mode)
+                    .await?;
+                Ok(())
+            },
+        )
         .await?;
         if !adopted.is_empty() {
             let _ = writeln!(
