@@ -621,7 +621,8 @@ for ns in $(k get namespaces -o jsonpath='{{.items[*].metadata.name}}'); do
     list=$(k -n "$ns" get secrets -o json)
     case "$list" in *'"kind": "Secret"'*) ;; *) break ;; esac
     if out=$(printf '%s' "$list" | k replace -f - 2>&1); then
-      total=$((total + $(printf '%s\n' "$out" | grep -c ' replaced$')))
+      n=$(printf '%s\n' "$out" | grep -c ' replaced$' || true)
+      total=$((total + n))
       break
     fi
     if [ "$attempt" -ge 5 ]; then
