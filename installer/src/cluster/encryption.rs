@@ -719,11 +719,7 @@ impl Rollout {
         rotate: bool,
     ) -> anyhow::Result<Rollout> {
         let encrypt = config.hardening.secrets_encryption;
-        let mut keys = KeySet::load_or_init(state_dir, encrypt)?;
-        let providers = keys
-            .as_ref()
-            .map(|k| k.providers(encrypt))
-            .unwrap_or_default();
+        let mut keys = KeySet::load(state_dir)?;
         let running: Vec<String> = masters
             .iter()
             .filter(|m| journals.get(*m).is_some_and(|j| j.has("control-plane")))
@@ -746,7 +742,14 @@ impl Rollout {
         }
         let record = KeySet::dir_of(state_dir).join(RECORD_FILE);
         // Checked with the keys as they are, so a refused cluster gets no new key either.
-        intermediate(&providers, &on_hosts, &record)?;
+        let recorded = keys
+            .as_ref()
+            .map(|k| k.providers(encrypt))
+            .unwrap_or_default();
+        intermediate(&recorded, &on_hosts, &record)?;
+        if keys.is_none() {
+            keys = KeySet::load_or_init(state_dir, encrypt)?;
+        }
         if rotate {
             let set = keys.as_mut().filter(|_| encrypt && !running.is_empty());
             let Some(set) = set else {
@@ -997,6 +1000,23 @@ mod tests {
         assert!(
             off.find("identity: {}").unwrap() < off.find("name: key1").unwrap(),
             "{off}"
+        );
+    }
+
+    #[test]
+    fn the_apiserver_reads_the_config_only_when_keys_exist() {
+        let mut plan = super::super::tests_support::plan_for("v1.20.2");
+        let master = plan.host("node1").unwrap().clone();
+        let flag = "--encryption-provider-config=/etc/kubernetes/encryption-config.yaml";
+        let unit = |plan: &super::super::ClusterPlan| {
+            String::from_utf8(super::super::render::apiserver_unit(plan, &master).content).unwrap()
+        };
+        assert!(!unit(&plan).contains("encryption-provider-config"));
+        plan.encryption = Some(render(&[aescbc("key1", 1), Provider::Identity]));
+        assert!(
+            unit(&plan).contains(&format!("  {flag} \\\n")),
+            "{}",
+            unit(&plan)
         );
     }
 

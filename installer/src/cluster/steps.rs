@@ -908,6 +908,37 @@ mod tests {
             .collect()
     }
 
+    /// A staged variant (`cluster::encryption`) journals the digest the next run computes for the
+    /// same file: the encryption config is the control-plane step's last upload.
+    #[test]
+    fn a_variant_with_another_file_has_the_digest_of_the_step_built_with_it() {
+        let unit = RemoteFile::new("/etc/systemd/system/kube-apiserver.service", 0o644, "unit");
+        let config =
+            |text: &str| RemoteFile::new("/etc/kubernetes/encryption-config.yaml", 0o600, text);
+        let build = |file: &str| {
+            Step::new(
+                "control-plane",
+                Phase::ControlPlane,
+                vec![Upload::file(unit.clone()), Upload::file(config(file))],
+                "restart".into(),
+                &["binaries-digest", "certs-digest"],
+            )
+        };
+        let variant = build("key1").with_file(config("key2"));
+        assert_eq!(variant.digest, build("key2").digest);
+        assert_ne!(variant.digest, build("key1").digest);
+        assert_eq!(variant.uploads.len(), 2);
+        // Without the file before (a cluster from before encryption): added.
+        let plain = Step::new(
+            "control-plane",
+            Phase::ControlPlane,
+            vec![Upload::file(unit.clone())],
+            "restart".into(),
+            &["binaries-digest", "certs-digest"],
+        );
+        assert_eq!(plain.with_file(config("key2")).digest, build("key2").digest);
+    }
+
     /// etcdutl goes to etcd hosts only: always from 1.34, below only when the bundle has it.
     #[test]
     fn etcdutl_is_installed_on_etcd_hosts_when_required_or_carried() {
