@@ -841,16 +841,19 @@ fn control_plane_variant(
 
 /// Runs `file` as the encryption config on `masters`, one at a time, each apiserver ready again
 /// before the next: at every moment some apiserver serves and all read what any writes.
+/// `resume`: a master whose journal (as read when the run began) has this variant is skipped,
+/// which holds only before the control-plane phase has run in this run.
 async fn roll(
     prepared: &super::run::Prepared,
     masters: &[String],
     file: &RemoteFile,
     what: &str,
+    resume: bool,
     timings: &mut Vec<super::run::StepTiming>,
 ) -> anyhow::Result<()> {
     for master in masters {
         let step = control_plane_variant(prepared, master, file);
-        if prepared.journals[master].is_done(step.id, &step.digest) {
+        if resume && prepared.journals[master].is_done(step.id, &step.digest) {
             continue;
         }
         let session = prepared.fleet.session(master).expect("connected");
@@ -878,7 +881,15 @@ pub(super) async fn stage(
         return Ok(());
     };
     let what = format!("encryption: {} read first", describe(staged));
-    roll(prepared, &rollout.running, &render(staged), &what, timings).await
+    roll(
+        prepared,
+        &rollout.running,
+        &render(staged),
+        &what,
+        true,
+        timings,
+    )
+    .await
 }
 
 /// After every node is Ready: every Secret rewritten with the write provider unless the first
@@ -935,7 +946,9 @@ pub(super) async fn finish(
         let providers = keys.providers(rollout.encrypt);
         let file = render(&providers);
         let what = format!("encryption: key(s) {} dropped", dropped.join(", "));
-        roll(prepared, &masters, &file, &what, timings).await?;
+        // Always: the control-plane phase of this run may have changed what the journals hold
+        // since they were read (a restore's readers put back, then the drop journaled earlier).
+        roll(prepared, &masters, &file, &what, false, timings).await?;
         keys.save()?;
         // Every Secret was rewritten under the previous configuration, whose write provider this
         // one keeps: nothing is left for the dropped keys to read.
