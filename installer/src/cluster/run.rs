@@ -401,11 +401,11 @@ async fn prepare(request: &UpRequest, command: &'static str) -> anyhow::Result<P
         .filter(|h| h.is_control_plane())
         .map(|h| h.name.clone())
         .collect();
-    let encryption =
-        super::encryption::Rollout::prepare(&fleet, &state_dir, &config, &masters, &journals, {
-            command == super::encryption::ROTATE_COMMAND
-        })
-        .await;
+    let rotate = command == super::encryption::ROTATE_COMMAND;
+    let encryption = super::encryption::Rollout::prepare(
+        &fleet, &state_dir, &config, &masters, &journals, rotate,
+    )
+    .await;
     let encryption = match encryption {
         Ok(rollout) => rollout,
         Err(e) => {
