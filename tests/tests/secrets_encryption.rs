@@ -8,7 +8,8 @@
 //! their data unchanged; a second `up` changes nothing. A kit is taken, then `ilha secrets
 //! rotate-key` moves every Secret to key2 and drops key1. The kit from before the rotation is
 //! restored: its snapshot needs key1, which comes back as a reader, so every Secret reads as it
-//! was; the next `up` rewrites them with key2 and drops key1 again.
+//! was; the next `up` rewrites them with key2 and drops key1 again. Turned off at last, every
+//! Secret is plain again and key2 stays a reader.
 //!
 //! Stand-ins: Kubernetes v1.20.2 and etcd 3.4 of the lab bundle (newer ones cannot be built here);
 //! the encryption config and flag are the same from 1.13 to today.
@@ -238,6 +239,16 @@ fn secrets_are_encrypted_rotated_and_restored_readable() {
         String::from_utf8_lossy(&alpha)
     );
 
+    // No key to rotate with the item off: refused before any change.
+    let out = rotate(&lab, &inventory, &off);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("needs a running cluster with `hardening: {secrets_encryption: true}`"),
+        "{}",
+        text(&out)
+    );
+    assert!(!state.join("encryption").exists());
+
     // On: every Secret (those of the service accounts too) rewritten with key1, data unchanged.
     let on = config(work.path(), true);
     let said = run_ok(&lab, &up, &inventory, &on);
@@ -361,4 +372,25 @@ fn secrets_are_encrypted_rotated_and_restored_readable() {
     assert_all_encrypted_with(&lab, "key2");
     assert_eq!(data(&lab), before);
     assert!(!encryption_config(&lab).contains("name: key1"));
+
+    // Off again: identity writes, every Secret rewritten in plain text, key2 kept as a reader.
+    let said = run_ok(&lab, &up, &inventory, &off);
+    assert!(
+        said.contains("Secrets at rest: identity, aescbc:key2")
+            && said.contains("Secret(s) rewritten"),
+        "{said}"
+    );
+    for (name, value) in raw_secrets(&lab) {
+        assert!(!value.starts_with(b"k8s:enc:"), "{name} is still encrypted");
+    }
+    assert!(contains(
+        &raw(&lab, "/registry/secrets/vault/alpha"),
+        "alpha-plain-marker-1"
+    ));
+    assert_eq!(data(&lab), before);
+    let config_text = encryption_config(&lab);
+    assert!(
+        config_text.find("identity: {}").unwrap() < config_text.find("name: key2").unwrap(),
+        "{config_text}"
+    );
 }
