@@ -49,7 +49,12 @@ const ETCDCTL: &str = "ETCDCTL_API=3 /usr/local/bin/etcdctl --endpoints=https://
     --key=/etc/kubernetes/pki/etcd/healthcheck-client.key";
 
 fn config(dir: &Path, encryption: bool) -> PathBuf {
-    let path = dir.join("cluster.yaml");
+    // One file per setting: the state directory (`state`, beside it) is the same.
+    let path = dir.join(if encryption {
+        "cluster-on.yaml"
+    } else {
+        "cluster-off.yaml"
+    });
     std::fs::write(
         &path,
         format!(
