@@ -60,6 +60,8 @@ pub enum Command {
     /// role through RBAC, revocable (`--revoke`); the state directory's admin.conf stays the
     /// break-glass credential.
     Kubeconfig(commands::kubeconfig::KubeconfigArgs),
+    /// Secrets encrypted at rest: `secrets rotate-key` moves every Secret to a new key.
+    Secrets(commands::secrets::SecretsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -138,6 +140,7 @@ pub fn main() -> ExitCode {
         Command::Restore(args) => commands::restore::run(&args),
         Command::State(args) => commands::state::run(&args),
         Command::Kubeconfig(args) => commands::kubeconfig::run(&args),
+        Command::Secrets(args) => commands::secrets::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -165,6 +168,7 @@ fn host_lock(command: &Command) -> Option<(&'static str, crate::ssh::lock::LockM
         Command::State(_) => ("state recover", Shared),
         Command::Kubeconfig(args) if args.list => ("kubeconfig --list", Shared),
         Command::Kubeconfig(_) => ("kubeconfig", Exclusive),
+        Command::Secrets(_) => (crate::cluster::encryption::ROTATE_COMMAND, Exclusive),
         Command::Verify(_) | Command::Inspect(_) | Command::Inventory(_) => return None,
     })
 }

@@ -8,6 +8,7 @@ pub mod allocations;
 pub mod bundle;
 pub mod certs;
 pub mod hardening;
+pub mod encryption;
 pub mod identity;
 pub mod images;
 pub mod journal;
@@ -104,6 +105,8 @@ pub struct ClusterPlan {
     pub pause_image: String,
     /// In inventory order.
     pub hosts: Vec<HostPlan>,
+    /// Every master's `EncryptionConfiguration` (`cluster::encryption`); `None`: no keys made.
+    pub encryption: Option<render::RemoteFile>,
 }
 
 impl ClusterPlan {
@@ -222,6 +225,7 @@ pub(crate) mod tests_support {
             version: version.parse().unwrap(),
             pause_image: "k8s.gcr.io/pause:3.2".to_string(),
             hosts,
+            encryption: None,
         }
     }
 }

@@ -171,6 +171,10 @@ pub fn apiserver_unit(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
         // and port-forward then go only to the real kubelet (CIS 1.2.5).
         flags.push(format!("--kubelet-certificate-authority={pki}/ca.crt"));
     }
+    if let Some(config) = &plan.encryption {
+        // Secrets at rest (`cluster::encryption`): the flag exists in every supported version.
+        flags.push(format!("--encryption-provider-config={}", config.path));
+    }
     if !plan.version.at_least(1, 24) {
         // Before 1.24 an unauthenticated HTTP port 8080 is open unless turned off; the flag
         // itself is gone from 1.24 on (passing it there is a startup error).

@@ -62,6 +62,8 @@ pub struct UpReport {
     pub state_dir: PathBuf,
     pub elapsed: Duration,
     pub nodes_ready: usize,
+    /// Secrets at rest, when the cluster has keys.
+    pub encryption: Option<super::encryption::Outcome>,
 }
 
 impl UpReport {
@@ -106,6 +108,9 @@ impl UpReport {
                 );
             }
         }
+        if let Some(encryption) = &self.encryption {
+            out.push_str(&encryption.render());
+        }
         let _ = writeln!(
             out,
             "{} nodes Ready in {:.1}s.\nState directory: {}\nAdmin kubeconfig: {}\n  kubectl --kubeconfig {} get nodes",
@@ -120,13 +125,13 @@ impl UpReport {
 }
 
 /// Everything resolved before a host is changed.
-struct Prepared {
-    plan: ClusterPlan,
+pub(super) struct Prepared {
+    pub(super) plan: ClusterPlan,
     bundle: InstallBundle,
-    fleet: Fleet,
-    steps: BTreeMap<String, Vec<Step>>,
-    journals: BTreeMap<String, Journal>,
-    state_dir: PathBuf,
+    pub(super) fleet: Fleet,
+    pub(super) steps: BTreeMap<String, Vec<Step>>,
+    pub(super) journals: BTreeMap<String, Journal>,
+    pub(super) state_dir: PathBuf,
     /// Locked for this run; removed at the end if this run made it and changed no host.
     state: crate::statedir::StateDir,
     pki: Pki,
@@ -139,6 +144,8 @@ struct Prepared {
     /// The masters' control-plane steps with `--kubelet-certificate-authority`, run after the
     /// nodes phase when some running kubelet did not serve ilha's certificate yet.
     verifying_control_plane: BTreeMap<String, Step>,
+    /// Secrets at rest: the key set and what must run before the control plane rolls.
+    pub(super) encryption: super::encryption::Rollout,
 }
 
 /// The inventory and the cluster config, checked against each other.
@@ -396,11 +403,30 @@ async fn prepare(request: &UpRequest, command: &'static str) -> anyhow::Result<P
     for host in &mut hosts {
         host.etcd_bootstrap = boot.get(&host.name).cloned();
     }
+    // Read before anything changes: a key on a master that the state directory lacks stops here.
+    let masters: Vec<String> = hosts
+        .iter()
+        .filter(|h| h.is_control_plane())
+        .map(|h| h.name.clone())
+        .collect();
+    let rotate = command == super::encryption::ROTATE_COMMAND;
+    let encryption = super::encryption::Rollout::prepare(
+        &fleet, &state_dir, &config, &masters, &journals, rotate,
+    )
+    .await;
+    let encryption = match encryption {
+        Ok(rollout) => rollout,
+        Err(e) => {
+            fleet.close().await;
+            return Err(e);
+        }
+    };
     let plan = ClusterPlan {
         config,
         version,
         pause_image: bundle.pause_image(),
         hosts,
+        encryption: encryption.config.clone(),
     };
 
     let pki = Pki::open_or_init(&state_dir.join("pki"))
@@ -467,6 +493,7 @@ async fn prepare(request: &UpRequest, command: &'static str) -> anyhow::Result<P
         joining_etcd,
         kubelet_rollout,
         verifying_control_plane,
+        encryption,
     })
 }
 
@@ -602,7 +629,7 @@ const PUT_FILE: &str = r#"put() { # PATH MODE SHA256, content as base64 on stdin
 /// Runs one step on one host: large files (binaries, the image archive) are streamed unless
 /// already in place; small ones travel inside the step's script, which then acts and journals
 /// the step, all in one round trip.
-async fn run_step(session: &Session, step: &Step) -> Result<(), SshError> {
+pub(super) async fn run_step(session: &Session, step: &Step) -> Result<(), SshError> {
     let large: Vec<&steps::Upload> = step
         .uploads
         .iter()
@@ -832,12 +859,17 @@ pub async fn up(request: &UpRequest) -> anyhow::Result<UpReport> {
     install(request, "up").await
 }
 
+/// `ilha secrets rotate-key`: `up` with a new write key (`cluster::encryption`).
+pub async fn rotate_key(request: &UpRequest) -> anyhow::Result<UpReport> {
+    install(request, super::encryption::ROTATE_COMMAND).await
+}
+
 /// `ilha scale`: `up` on an inventory that grew, refusing when there is no cluster yet.
 pub async fn scale(request: &UpRequest) -> anyhow::Result<UpReport> {
     install(request, "scale").await
 }
 
-fn record_wait(timings: &mut Vec<StepTiming>, host: &str, what: &str, since: Instant) {
+pub(super) fn record_wait(timings: &mut Vec<StepTiming>, host: &str, what: &str, since: Instant) {
     timings.push(StepTiming {
         host: host.to_string(),
         step: format!("wait: {what}"),
@@ -979,7 +1011,7 @@ async fn control_plane_phase(
     Ok((run, skipped))
 }
 
-async fn wait_api_ready(prepared: &Prepared, master: &str) -> anyhow::Result<()> {
+pub(super) async fn wait_api_ready(prepared: &Prepared, master: &str) -> anyhow::Result<()> {
     let session = prepared.fleet.session(master).expect("connected");
     wait_for(
         session,
@@ -1034,7 +1066,11 @@ async fn install_prepared(prepared: Prepared, started: Instant) -> anyhow::Resul
         say(format!("Phase: {}", phase.title()));
         let (r, s) = match phase {
             Phase::Etcd => etcd_phase(&prepared, &mut timings).await?,
-            Phase::ControlPlane => control_plane_phase(&prepared, &mut timings).await?,
+            Phase::ControlPlane => {
+                // A new write key is first added as a reader on every running apiserver.
+                super::encryption::stage(&prepared, &mut timings).await?;
+                control_plane_phase(&prepared, &mut timings).await?
+            }
             Phase::Nodes => nodes_phase(&prepared, &everyone, &mut timings).await?,
             Phase::Prepare => run_phase(&prepared, phase, &everyone, &mut timings).await?,
         };
@@ -1052,8 +1088,10 @@ async fn install_prepared(prepared: Prepared, started: Instant) -> anyhow::Resul
     let nodes: Vec<&str> = plan.nodes().map(|n| n.name.as_str()).collect();
     let nodes_ready = wait_nodes_ready(session, &nodes, Duration::from_secs(240)).await?;
     record_wait(&mut timings, "cluster", "nodes Ready", t);
-    let cluster_changes =
-        finish_nodes(session, plan).await? + apply_addons(&prepared, session).await?;
+    let encryption = super::encryption::finish(&prepared, &mut timings).await?;
+    let cluster_changes = finish_nodes(session, plan).await?
+        + apply_addons(&prepared, session).await?
+        + usize::from(encryption.as_ref().is_some_and(|e| e.changed()));
     if plan.config.hardening.kubelet_serving_certificates {
         let t = Instant::now();
         let nodes: Vec<&HostPlan> = plan.nodes().collect();
@@ -1093,6 +1131,7 @@ async fn install_prepared(prepared: Prepared, started: Instant) -> anyhow::Resul
             .unwrap_or_else(|_| prepared.state_dir.clone()),
         elapsed: started.elapsed(),
         nodes_ready,
+        encryption,
     })
 }
 
@@ -1331,6 +1370,7 @@ mod tests {
             state_dir: PathBuf::from("/state"),
             elapsed: Duration::from_secs(74),
             nodes_ready: 6,
+            encryption: None,
         }
     }
 

@@ -98,6 +98,9 @@ pub struct Step {
     /// Runs after the uploads (bash, `set -euo pipefail`).
     pub script: String,
     pub digest: String,
+    /// Digests of what the step depends on, kept so a variant of it can be made
+    /// ([`Step::with_file`]).
+    depends_on: Vec<String>,
 }
 
 impl Step {
@@ -131,7 +134,22 @@ impl Step {
             uploads,
             script,
             digest: hex::encode(hasher.finalize()),
+            depends_on: depends_on.iter().map(|d| d.to_string()).collect(),
         }
+    }
+
+    /// The same step with `file` uploaded instead of the upload to the same path (or in
+    /// addition), its digest recomputed: a staged variant of a step (`cluster::encryption`).
+    pub fn with_file(&self, file: RemoteFile) -> Step {
+        let mut uploads: Vec<Upload> = self
+            .uploads
+            .iter()
+            .filter(|u| u.remote_path != file.path)
+            .cloned()
+            .collect();
+        uploads.push(Upload::file(file));
+        let deps: Vec<&str> = self.depends_on.iter().map(String::as_str).collect();
+        Step::new(self.id, self.phase, uploads, self.script.clone(), &deps)
     }
 
     /// Bytes this step sends.
@@ -434,6 +452,8 @@ pub fn host_steps(
         if plan.config.hardening.audit_log {
             uploads.push(Upload::file(hardening::audit_policy()));
         }
+        // A new encryption config restarts the apiserver with the rest of the control plane.
+        uploads.extend(plan.encryption.clone().map(Upload::file));
         steps.push(Step::new(
             "control-plane",
             Phase::ControlPlane,
@@ -908,6 +928,37 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    /// A staged variant (`cluster::encryption`) journals the digest the next run computes for the
+    /// same file: the encryption config is the control-plane step's last upload.
+    #[test]
+    fn a_variant_with_another_file_has_the_digest_of_the_step_built_with_it() {
+        let unit = RemoteFile::new("/etc/systemd/system/kube-apiserver.service", 0o644, "unit");
+        let config =
+            |text: &str| RemoteFile::new("/etc/kubernetes/encryption-config.yaml", 0o600, text);
+        let build = |file: &str| {
+            Step::new(
+                "control-plane",
+                Phase::ControlPlane,
+                vec![Upload::file(unit.clone()), Upload::file(config(file))],
+                "restart".into(),
+                &["binaries-digest", "certs-digest"],
+            )
+        };
+        let variant = build("key1").with_file(config("key2"));
+        assert_eq!(variant.digest, build("key2").digest);
+        assert_ne!(variant.digest, build("key1").digest);
+        assert_eq!(variant.uploads.len(), 2);
+        // Without the file before (a cluster from before encryption): added.
+        let plain = Step::new(
+            "control-plane",
+            Phase::ControlPlane,
+            vec![Upload::file(unit.clone())],
+            "restart".into(),
+            &["binaries-digest", "certs-digest"],
+        );
+        assert_eq!(plain.with_file(config("key2")).digest, build("key2").digest);
     }
 
     /// etcdutl goes to etcd hosts only: always from 1.34, below only when the bundle has it.

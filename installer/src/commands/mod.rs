@@ -7,6 +7,7 @@ pub mod kubeconfig;
 pub mod remove;
 pub mod reset;
 pub mod restore;
+pub mod secrets;
 pub mod state;
 pub mod up;
 pub mod verify;

@@ -84,7 +84,7 @@ impl SshArgs {
 }
 
 impl ClusterArgs {
-    fn request(&self) -> UpRequest {
+    pub(crate) fn request(&self) -> UpRequest {
         UpRequest {
             bundle: self.bundle.clone(),
             pubkey: self.pubkey.clone(),

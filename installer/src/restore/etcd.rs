@@ -349,6 +349,12 @@ async fn recover_on(
     .await
     .context("nothing was stopped or changed")?;
 
+    // Secrets at rest: the keys the snapshot needs (the kit's), with the state directory's.
+    let encryption = crate::cluster::encryption::restore_config(
+        &r.config.state_dir,
+        &r.payload.join(crate::backup::run::STATE_DIR),
+        r.config.hardening.secrets_encryption,
+    )?;
     if !r.yes {
         confirm(
             &format!(
@@ -512,6 +518,28 @@ async fn recover_on(
     )
     .await?;
 
+    if let Some((file, adopted)) = &encryption {
+        each_ok(
+            fleet,
+            masters,
+            "writing the encryption config",
+            |s| async move {
+                s.upload(UploadSource::Bytes(&file.content), &file.path, file.mode)
+                    .await?;
+                Ok(())
+            },
+        )
+        .await?;
+        if !adopted.is_empty() {
+            let _ = writeln!(
+                report,
+                "Secrets encryption: the kit's key(s) {} (the snapshot's Secrets may need them) \
+                 are readers again on every master; `ilha up` rewrites every Secret with the \
+                 write key, then drops them",
+                adopted.join(", ")
+            );
+        }
+    }
     say("Starting the control plane ...");
     each_ok(
         fleet,
