@@ -4,6 +4,7 @@
 //! there ([`steps`]), the journal that makes re-runs cheap ([`journal`]) and the run itself
 //! ([`run`]).
 
+pub mod admission;
 pub mod allocations;
 pub mod bundle;
 pub mod certs;
