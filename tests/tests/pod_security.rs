@@ -310,8 +310,8 @@ fn pod_security_refuses_privileged_pods_outside_kube_system_and_a_running_cluste
             &format!(
                 "{KUBECTL} create namespace burst >/dev/null\n\
                  for i in $(seq 1 400); do printf 'apiVersion: v1\\nkind: Event\\nmetadata: \
-                 {{name: burst-%s, namespace: burst}}\\ninvolvedObject: {{kind: Namespace, \
-                 name: burst, apiVersion: v1}}\\nreason: Burst\\nmessage: burst\\ntype: Normal\\n\
+                 {{name: burst-%s, namespace: burst}}\\ninvolvedObject: {{kind: ConfigMap, \
+                 name: burst, namespace: burst, apiVersion: v1}}\\nreason: Burst\\nmessage: burst\\ntype: Normal\\n\
                  ---\\n' $i; done > /root/burst.yaml\n\
                  {KUBECTL} create -f /root/burst.yaml 2>&1 | grep -c 'limit reached on type Namespace for key burst' || true"
             ),
