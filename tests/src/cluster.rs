@@ -189,20 +189,43 @@ pub fn master_and_two_workers() -> [Member; 3] {
 
 /// A Deployment `name` of busybox httpd pods (port 8080, one per host, each page
 /// `served-by-<pod name>`) and a Service `name` (port 80) in front of them. `host_port` gives each
-/// pod a hostPort (the portmap plugin's chains); `node_port` makes the Service a NodePort.
+/// pod a hostPort (the portmap plugin's chains), which pod security's baseline refuses: the pods
+/// then run as their own service account, allowed ilha's privileged PodSecurityPolicy in the
+/// namespace (the way docs/hardening.md says to grant it; the lab runs 1.20, where PodSecurity's
+/// namespace label would not apply). `node_port` makes the Service a NodePort.
 pub fn httpd_workload(
     name: &str,
     replicas: u32,
     host_port: Option<u16>,
     node_port: Option<u16>,
 ) -> String {
+    let (service_account, host_port_grant) = match host_port {
+        Some(_) => (
+            format!("\n      serviceAccountName: {name}"),
+            format!(
+                r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: {name}, namespace: default}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: {name}-host-ports, namespace: default}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "{role}"}}
+subjects: [{{kind: ServiceAccount, name: {name}, namespace: default}}]
+---"#,
+                role = ilha::cluster::admission::PRIVILEGED_POLICY_ROLE
+            ),
+        ),
+        None => (String::new(), String::new()),
+    };
     let host_port = host_port.map_or(String::new(), |p| format!(", hostPort: {p}"));
     let (service_type, node_port) = match node_port {
         Some(port) => ("\n  type: NodePort", format!(", nodePort: {port}")),
         None => ("", String::new()),
     };
     format!(
-        r#"
+        r#"{host_port_grant}
 apiVersion: apps/v1
 kind: Deployment
 metadata: {{name: {name}, namespace: default}}
@@ -211,7 +234,7 @@ spec:
   selector: {{matchLabels: {{app: {name}}}}}
   template:
     metadata: {{labels: {{app: {name}}}}}
-    spec:
+    spec:{service_account}
       affinity:
         podAntiAffinity:
           requiredDuringSchedulingIgnoredDuringExecution:

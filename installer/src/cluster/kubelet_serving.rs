@@ -198,13 +198,7 @@ mod tests {
                 sha256: sha(content),
             })
             .collect();
-        Step {
-            id: "kubelet",
-            phase: Phase::Nodes,
-            uploads,
-            script: String::new(),
-            digest: sha(&format!("kubelet {cert} {key}")),
-        }
+        Step::new("kubelet", Phase::Nodes, uploads, String::new(), &[])
     }
 
     fn journal(lines: &[(&str, &str)]) -> Journal {

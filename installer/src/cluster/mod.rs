@@ -4,11 +4,12 @@
 //! there ([`steps`]), the journal that makes re-runs cheap ([`journal`]) and the run itself
 //! ([`run`]).
 
+pub mod admission;
 pub mod allocations;
 pub mod bundle;
 pub mod certs;
-pub mod hardening;
 pub mod encryption;
+pub mod hardening;
 pub mod identity;
 pub mod images;
 pub mod journal;

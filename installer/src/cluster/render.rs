@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use super::paths::*;
-use super::{ClusterPlan, HostPlan, hardening, ip_port};
+use super::{ClusterPlan, HostPlan, admission, hardening, ip_port};
 use crate::config::KubeVersion;
 
 /// A file to put on a host.
@@ -132,6 +132,16 @@ pub fn etcd_unit(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
 // Control plane
 
 pub fn apiserver_unit(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
+    apiserver_unit_with(plan, host, admission::PolicyPlugin::On)
+}
+
+/// kube-apiserver's unit with the PodSecurityPolicy plugin on or not yet (the first pass over a
+/// running cluster whose policies are not applied yet; see `admission`).
+pub fn apiserver_unit_with(
+    plan: &ClusterPlan,
+    host: &HostPlan,
+    policy_plugin: admission::PolicyPlugin,
+) -> RemoteFile {
     let c = &plan.config;
     let pki = PKI_DIR;
     let mut flags = vec![
@@ -148,9 +158,7 @@ pub fn apiserver_unit(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
         format!("--kubelet-client-certificate={pki}/apiserver-kubelet-client.crt"),
         format!("--kubelet-client-key={pki}/apiserver-kubelet-client.key"),
         "--kubelet-preferred-address-types=InternalIP,Hostname".to_string(),
-        "--enable-admission-plugins=NodeRestriction".to_string(),
         "--authorization-mode=Node,RBAC".to_string(),
-        "--allow-privileged=true".to_string(),
         format!("--service-cluster-ip-range={}", c.service_cidr),
         format!("--service-account-key-file={pki}/sa.pub"),
         format!("--service-account-signing-key-file={pki}/sa.key"),
@@ -175,6 +183,8 @@ pub fn apiserver_unit(plan: &ClusterPlan, host: &HostPlan) -> RemoteFile {
         // Secrets at rest (`cluster::encryption`): the flag exists in every supported version.
         flags.push(format!("--encryption-provider-config={}", config.path));
     }
+    // Admission plugins, pod security and anonymous access: by version, in `admission`.
+    flags.extend(admission::apiserver_flags(plan, policy_plugin));
     if !plan.version.at_least(1, 24) {
         // Before 1.24 an unauthenticated HTTP port 8080 is open unless turned off; the flag
         // itself is gone from 1.24 on (passing it there is a startup error).

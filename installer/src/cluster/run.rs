@@ -19,8 +19,8 @@ use super::journal::{self, Journal};
 use super::paths::*;
 use super::steps::{self, Content, Phase, ProxyBinary, Step};
 use super::{
-    ClusterPlan, HostPlan, allocations, certs, images, kubelet_serving, membership, render, say,
-    versions,
+    ClusterPlan, HostPlan, admission, allocations, certs, images, kubelet_serving, membership,
+    render, say, versions,
 };
 use crate::config::ClusterConfig;
 use crate::inventory::Inventory;
@@ -146,6 +146,11 @@ pub(super) struct Prepared {
     verifying_control_plane: BTreeMap<String, Step>,
     /// Secrets at rest: the key set and what must run before the control plane rolls.
     pub(super) encryption: super::encryption::Rollout,
+    /// The PodSecurityPolicy objects, applied from the first master after the control plane.
+    policies: Option<Step>,
+    /// Masters whose control plane first runs without the PodSecurityPolicy plugin (a running
+    /// cluster whose policies were never applied), with the step that turns it on once they are.
+    policy_second_pass: BTreeMap<String, Step>,
 }
 
 /// The inventory and the cluster config, checked against each other.
@@ -454,11 +459,11 @@ async fn prepare(request: &UpRequest, command: &'static str) -> anyhow::Result<P
     let kubelet_rollout =
         kubelet_serving_rollout(&fleet, &plan, &pki, &mut journals, &host_steps).await?;
     let mut verifying_control_plane = BTreeMap::new();
+    // Until every running kubelet serves ilha's certificate, kube-apiserver keeps not verifying
+    // them: its steps before then are rendered without the item.
+    let mut unverified = plan.clone();
+    unverified.config.hardening.kubelet_serving_certificates = false;
     if kubelet_rollout.verify_after_nodes {
-        // Until every running kubelet serves ilha's certificate, kube-apiserver keeps not
-        // verifying them: its step is the one rendered without the item.
-        let mut unverified = plan.clone();
-        unverified.config.hardening.kubelet_serving_certificates = false;
         for master in plan.control_plane() {
             let first = steps::host_steps(
                 &unverified,
@@ -478,6 +483,27 @@ async fn prepare(request: &UpRequest, command: &'static str) -> anyhow::Result<P
             verifying_control_plane.insert(master.name.clone(), std::mem::replace(slot, first));
         }
     }
+    let policies = steps::pod_security_policies_step(&plan);
+    let mut policy_second_pass = BTreeMap::new();
+    if policies.is_some() && policies_pending(&plan, &journals) {
+        for host in plan.control_plane() {
+            let list = host_steps.get_mut(&host.name).expect("planned");
+            if let Some(step) = list.iter_mut().find(|s| s.id == "control-plane") {
+                // The same kubelet verification as the step it stands in for.
+                let apiserver_plan = if kubelet_rollout.verify_after_nodes {
+                    &unverified
+                } else {
+                    &plan
+                };
+                let first = step.replacing(render::apiserver_unit_with(
+                    apiserver_plan,
+                    host,
+                    admission::PolicyPlugin::NotYet,
+                ));
+                policy_second_pass.insert(host.name.clone(), std::mem::replace(step, first));
+            }
+        }
+    }
 
     tracing::debug!(elapsed = ?started.elapsed(), "prepared");
     Ok(Prepared {
@@ -494,6 +520,8 @@ async fn prepare(request: &UpRequest, command: &'static str) -> anyhow::Result<P
         kubelet_rollout,
         verifying_control_plane,
         encryption,
+        policies,
+        policy_second_pass,
     })
 }
 
@@ -529,6 +557,16 @@ async fn kubelet_serving_rollout(
     Ok(kubelet_serving::Rollout::decide(
         plan, &marker, journals, host_steps, &probes,
     ))
+}
+
+/// Whether the PodSecurityPolicy plugin must wait for its policies: a control plane already runs
+/// (it may have workloads, whose new pods the plugin would refuse without a policy) and no master
+/// has ever applied them. A new cluster starts with the plugin on: it has no pods until the
+/// policies, applied as soon as the API serves, are in place.
+fn policies_pending(plan: &ClusterPlan, journals: &BTreeMap<String, Journal>) -> bool {
+    let masters = || plan.control_plane().map(|m| &journals[&m.name]);
+    masters().any(|j| j.has("control-plane"))
+        && !masters().any(|j| j.has(admission::POLICIES_JOURNAL_ID))
 }
 
 async fn read_journals(fleet: &Fleet) -> anyhow::Result<BTreeMap<String, Journal>> {
@@ -601,6 +639,33 @@ pub async fn plan(request: &UpRequest) -> anyhow::Result<String> {
             out,
             "The kubelet serving certificate was changed on {}: ilha's is put back.",
             rollout.changed_on_host.join(", ")
+        );
+    }
+    out.push_str(&admission::plan_summary(&prepared.plan));
+    if let Some(policies) = &prepared.policies
+        && !prepared.journals[&first_master(&prepared.plan).name]
+            .is_done(policies.id, &policies.digest)
+    {
+        to_run += 1;
+        let _ = writeln!(
+            out,
+            "  will run: apply the PodSecurityPolicy objects ({}) from {}{}",
+            admission::POLICIES_FILE,
+            first_master(&prepared.plan).name,
+            if prepared.policy_second_pass.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", then restart kube-apiserver with the PodSecurityPolicy plugin on {}, one \
+                     at a time",
+                    prepared
+                        .policy_second_pass
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
         );
     }
     let _ = writeln!(
@@ -703,6 +768,17 @@ async fn run_phase(
     only: &[&str],
     timings: &mut Vec<StepTiming>,
 ) -> anyhow::Result<(usize, usize)> {
+    run_phase_with(prepared, &prepared.steps, phase, only, timings).await
+}
+
+/// [`run_phase`] with `host_steps` in place of the planned steps.
+async fn run_phase_with(
+    prepared: &Prepared,
+    host_steps: &BTreeMap<String, Vec<Step>>,
+    phase: Phase,
+    only: &[&str],
+    timings: &mut Vec<StepTiming>,
+) -> anyhow::Result<(usize, usize)> {
     let report = prepared
         .fleet
         .each(async |target, session| {
@@ -711,10 +787,10 @@ async fn run_phase(
                 return Ok(done);
             }
             let journal = &prepared.journals[&target.name];
-            for step in prepared.steps[&target.name]
-                .iter()
-                .filter(|s| s.phase == phase)
-            {
+            let Some(steps) = host_steps.get(&target.name) else {
+                return Ok(done);
+            };
+            for step in steps.iter().filter(|s| s.phase == phase) {
                 if journal.is_done(step.id, &step.digest) {
                     done.push((step.id, Duration::ZERO, false));
                     continue;
@@ -1069,7 +1145,9 @@ async fn install_prepared(prepared: Prepared, started: Instant) -> anyhow::Resul
             Phase::ControlPlane => {
                 // A new write key is first added as a reader on every running apiserver.
                 super::encryption::stage(&prepared, &mut timings).await?;
-                control_plane_phase(&prepared, &mut timings).await?
+                let (r, s) = control_plane_phase(&prepared, &mut timings).await?;
+                let (pr, ps) = pod_security_policies(&prepared, &mut timings).await?;
+                (r + pr, s + ps)
             }
             Phase::Nodes => nodes_phase(&prepared, &everyone, &mut timings).await?,
             Phase::Prepare => run_phase(&prepared, phase, &everyone, &mut timings).await?,
@@ -1169,6 +1247,67 @@ async fn nodes_phase(
         record_wait(timings, name, "kubelet serving, Ready", t);
         say(format!(
             "  {name}: kubelet serving ilha's certificate and Ready"
+        ));
+    }
+    Ok((run, skipped))
+}
+
+fn first_master(plan: &ClusterPlan) -> &HostPlan {
+    plan.control_plane()
+        .next()
+        .expect("validated: a control-plane host")
+}
+
+/// Applies the PodSecurityPolicy objects from the first master (journaled there), then, on a
+/// cluster whose control plane ran without the plugin, restarts each master's kube-apiserver with
+/// it on, one at a time, each ready again before the next. Before the policies exist the plugin
+/// would refuse every new pod.
+async fn pod_security_policies(
+    prepared: &Prepared,
+    timings: &mut Vec<StepTiming>,
+) -> anyhow::Result<(usize, usize)> {
+    let Some(policies) = &prepared.policies else {
+        return Ok((0, 0));
+    };
+    let master = &first_master(&prepared.plan).name;
+    let (mut run, mut skipped) = (0, 0);
+    if prepared.journals[master].is_done(policies.id, &policies.digest) {
+        skipped += 1;
+    } else {
+        crate::interrupt::check()?;
+        let session = prepared.fleet.session(master).expect("connected");
+        let t = Instant::now();
+        run_step(session, policies)
+            .await
+            .with_context(|| format!("{master}: applying {}", admission::POLICIES_FILE))?;
+        timings.push(StepTiming {
+            host: master.clone(),
+            step: policies.id.to_string(),
+            elapsed: t.elapsed(),
+            changed: true,
+        });
+        run += 1;
+        say(format!(
+            "  {master}: PodSecurityPolicy objects applied ({})",
+            admission::POLICIES_FILE
+        ));
+    }
+    for host in prepared.plan.control_plane() {
+        let Some(step) = prepared.policy_second_pass.get(&host.name) else {
+            continue;
+        };
+        crate::interrupt::check()?;
+        let only = BTreeMap::from([(host.name.clone(), vec![step.clone()])]);
+        let (r, s) =
+            run_phase_with(prepared, &only, Phase::ControlPlane, &[&host.name], timings).await?;
+        run += r;
+        skipped += s;
+        let t = Instant::now();
+        wait_api_ready(prepared, &host.name).await?;
+        record_wait(timings, &host.name, "API ready", t);
+        say(format!(
+            "  {}: kube-apiserver restarted with the PodSecurityPolicy plugin and ready",
+            host.name
         ));
     }
     Ok((run, skipped))
@@ -1372,6 +1511,62 @@ mod tests {
             nodes_ready: 6,
             encryption: None,
         }
+    }
+
+    fn journal(steps: &[&str]) -> Journal {
+        Journal::parse(
+            &steps
+                .iter()
+                .map(|s| format!("{s}\t{}\t1700000000\n", "a".repeat(64)))
+                .collect::<String>(),
+        )
+    }
+
+    #[test]
+    fn the_policy_plugin_waits_only_on_a_running_control_plane_without_policies() {
+        let plan = super::super::tests_support::plan_for("v1.20.2");
+        let journals = |master_steps: &[&str], other_master: &[&str]| {
+            plan.hosts
+                .iter()
+                .map(|h| {
+                    let steps = match h.name.as_str() {
+                        "node1" => master_steps,
+                        "node2" => other_master,
+                        _ => &[][..],
+                    };
+                    (h.name.clone(), journal(steps))
+                })
+                .collect::<BTreeMap<_, _>>()
+        };
+        // A new cluster: the plugin goes on at once (no pods before the policies).
+        assert!(!policies_pending(&plan, &journals(&[], &[])));
+        // Installed before pod security (or with it off): first pass without the plugin.
+        assert!(policies_pending(&plan, &journals(&["control-plane"], &[])));
+        // Policies applied once (from whichever master was first then): the plugin stays on.
+        assert!(!policies_pending(
+            &plan,
+            &journals(&["control-plane"], &[admission::POLICIES_JOURNAL_ID])
+        ));
+    }
+
+    #[test]
+    fn the_policies_step_applies_its_file_and_exists_only_up_to_1_22() {
+        let plan = super::super::tests_support::plan_for("v1.20.2");
+        let master = &plan.hosts[0];
+        let policies = steps::pod_security_policies_step(&plan).expect("1.20");
+        assert_eq!(policies.id, admission::POLICIES_JOURNAL_ID);
+        assert!(
+            policies
+                .script
+                .contains("apply -f /var/lib/ilha/pod-security-policies.yaml")
+        );
+        super::super::tests_support::assert_bash_syntax(&policies.script);
+        assert_ne!(
+            render::apiserver_unit(&plan, master),
+            render::apiserver_unit_with(&plan, master, admission::PolicyPlugin::NotYet)
+        );
+        let newer = super::super::tests_support::plan_for("v1.23.0");
+        assert!(steps::pod_security_policies_step(&newer).is_none());
     }
 
     #[test]

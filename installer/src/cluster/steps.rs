@@ -104,7 +104,7 @@ pub struct Step {
 }
 
 impl Step {
-    fn new(
+    pub(crate) fn new(
         id: &'static str,
         phase: Phase,
         uploads: Vec<Upload>,
@@ -150,6 +150,29 @@ impl Step {
         uploads.push(Upload::file(file));
         let deps: Vec<&str> = self.depends_on.iter().map(String::as_str).collect();
         Step::new(self.id, self.phase, uploads, self.script.clone(), &deps)
+    }
+
+    /// The same step with the upload to `file.path` carrying `file` instead (a new digest).
+    pub fn replacing(&self, file: RemoteFile) -> Step {
+        let uploads = self
+            .uploads
+            .iter()
+            .map(|upload| {
+                if upload.remote_path == file.path {
+                    Upload::file(file.clone())
+                } else {
+                    upload.clone()
+                }
+            })
+            .collect();
+        let depends_on: Vec<&str> = self.depends_on.iter().map(String::as_str).collect();
+        Step::new(
+            self.id,
+            self.phase,
+            uploads,
+            self.script.clone(),
+            &depends_on,
+        )
     }
 
     /// Bytes this step sends.
@@ -454,6 +477,12 @@ pub fn host_steps(
         }
         // A new encryption config restarts the apiserver with the rest of the control plane.
         uploads.extend(plan.encryption.clone().map(Upload::file));
+        // Admission and authentication configs the apiserver's flags name.
+        uploads.extend(
+            super::admission::apiserver_files(plan)
+                .into_iter()
+                .map(Upload::file),
+        );
         steps.push(Step::new(
             "control-plane",
             Phase::ControlPlane,
@@ -636,7 +665,32 @@ fn images_script(
     import
 }
 
-/// sha256 of a local file (hex), streamed.
+/// The PodSecurityPolicy objects and their RBAC, applied from the first master once the API
+/// serves (`None` where the cluster does not use PodSecurityPolicy). Journaled there like any
+/// step, so an unchanged set is not applied again.
+pub fn pod_security_policies_step(plan: &ClusterPlan) -> Option<Step> {
+    use super::admission::{POLICIES_FILE, POLICIES_JOURNAL_ID, pod_security_policies};
+    let file = pod_security_policies(plan)?;
+    let apply = super::run::kubectl(&format!("apply -f {POLICIES_FILE}"));
+    // The API has just become ready: a first refusal (RBAC still settling) is retried.
+    let script = format!(
+        "for attempt in 1 2 3 4 5 6 7 8 9 10; do
+           if {apply}; then break; fi
+           if [ \"$attempt\" = 10 ]; then echo 'kubectl apply -f {POLICIES_FILE} failed 10 times: \
+         the PodSecurityPolicy objects are not in place (look at the message above)' >&2; exit 1; fi
+           sleep 2
+done
+"
+    );
+    Some(Step::new(
+        POLICIES_JOURNAL_ID,
+        Phase::ControlPlane,
+        vec![Upload::file(file)],
+        script,
+        &[],
+    ))
+}
+
 /// The first step on every host: the cluster's identity (name and CA fingerprints), which every
 /// later command compares with its state directory before changing the host (`identity`).
 pub fn identity_step(identity: &super::identity::ClusterIdentity) -> Step {
@@ -653,6 +707,7 @@ pub fn identity_step(identity: &super::identity::ClusterIdentity) -> Step {
     )
 }
 
+/// sha256 of a local file (hex), streamed.
 pub fn file_sha256(path: &Path) -> anyhow::Result<String> {
     use anyhow::Context as _;
     let (digest, _size) = ilha_format::digest::sha256_file(path)
@@ -989,6 +1044,57 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "{names:?}");
+    }
+
+    #[test]
+    fn replacing_an_upload_keeps_the_rest_and_makes_the_digest_of_a_fresh_step() {
+        let plan = plan_for("v1.20.2");
+        let master = plan.host("node1").unwrap();
+        let files = |unit: RemoteFile| {
+            let mut list = vec![
+                Upload::file(unit),
+                Upload::file(render::scheduler_unit(&plan)),
+            ];
+            list.extend(
+                super::super::admission::apiserver_files(&plan)
+                    .into_iter()
+                    .map(Upload::file),
+            );
+            list
+        };
+        let final_unit = render::apiserver_unit(&plan, master);
+        let first_unit = render::apiserver_unit_with(
+            &plan,
+            master,
+            super::super::admission::PolicyPlugin::NotYet,
+        );
+        let deps = ["binaries-digest", "certs-digest"];
+        let final_step = Step::new(
+            "control-plane",
+            Phase::ControlPlane,
+            files(final_unit.clone()),
+            "restart".into(),
+            &deps,
+        );
+        let first = final_step.replacing(first_unit.clone());
+        let expected = Step::new(
+            "control-plane",
+            Phase::ControlPlane,
+            files(first_unit),
+            "restart".into(),
+            &deps,
+        );
+        assert_eq!(first.digest, expected.digest, "dependencies kept");
+        assert_ne!(first.digest, final_step.digest);
+        assert_eq!(first.uploads.len(), final_step.uploads.len());
+        assert_eq!(first.replacing(final_unit).digest, final_step.digest);
+        // The control-plane step carries the admission configuration the unit names.
+        let host_files: Vec<String> = final_step
+            .uploads
+            .iter()
+            .map(|u| u.remote_path.clone())
+            .collect();
+        assert!(host_files.contains(&super::super::admission::ADMISSION_CONFIG.to_string()));
     }
 
     #[test]
