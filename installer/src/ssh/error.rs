@@ -114,15 +114,35 @@ pub enum SshError {
     /// Another `ilha` command holds the host (see `ssh::lock`).
     #[error("{host}: {detail}")]
     Locked { host: String, detail: String },
-    /// The ssh user is not root: every host command would fail (ilha has no sudo support yet).
-    /// Found when the host is locked, before anything runs on it.
+    /// The ssh user is not root and the inventory does not ask for sudo: every host command would
+    /// fail. Found when the host is locked (the first command on it), before anything changes.
     #[error(
-        "{host}: connected as `{user}` (uid {uid}), not root: ilha runs host commands as the ssh user and does not use sudo yet (ansible_become is not supported); set ansible_user=root for this host"
+        "{host}: connected as `{user}` (uid {uid}), not root, and the inventory does not ask for sudo: set `ansible_become=true` for this host and give `{user}` a NOPASSWD sudo rule for root (for example `{user} ALL=(root) NOPASSWD: ALL` in /etc/sudoers.d/{user}), or connect as root with ansible_user=root"
     )]
     NotRoot {
         host: String,
         user: String,
         uid: String,
+    },
+    /// `ansible_become` is set and sudo would not run a command as root without a password (it
+    /// asks for one, or the user may not use it). Found at the host lock, before any change.
+    #[error(
+        "{host}: `sudo -n` as `{user}` was refused ({detail}): ilha never types a password; give `{user}` a NOPASSWD rule for root, for example `{user} ALL=(root) NOPASSWD: ALL` in /etc/sudoers.d/{user} (then `sudo -n true` as {user} succeeds without a prompt), or connect as root with ansible_user=root"
+    )]
+    SudoRefused {
+        host: String,
+        user: String,
+        /// sudo's own words: `sudo: a password is required`.
+        detail: String,
+    },
+    /// `ansible_become` is set and the host has no `sudo` for the ssh user.
+    #[error(
+        "{host}: ansible_become is set but `sudo` is not installed for `{user}` ({detail}): install sudo and give `{user}` a NOPASSWD rule for root (`{user} ALL=(root) NOPASSWD: ALL` in /etc/sudoers.d/{user}), or connect as root with ansible_user=root"
+    )]
+    SudoMissing {
+        host: String,
+        user: String,
+        detail: String,
     },
 }
 
@@ -137,12 +157,23 @@ impl SshError {
             | SshError::LocalIo { host, .. }
             | SshError::DigestMismatch { host, .. }
             | SshError::Locked { host, .. }
-            | SshError::NotRoot { host, .. } => host,
+            | SshError::NotRoot { host, .. }
+            | SshError::SudoRefused { host, .. }
+            | SshError::SudoMissing { host, .. } => host,
         }
     }
 
     pub fn is_connection_lost(&self) -> bool {
         matches!(self, SshError::ConnectionLost { .. })
+    }
+
+    /// The host answered but ilha cannot act as root there (not root and no become, or sudo
+    /// refused or missing): the operator fixes the user, not the network.
+    pub fn is_privilege_problem(&self) -> bool {
+        matches!(
+            self,
+            SshError::NotRoot { .. } | SshError::SudoRefused { .. } | SshError::SudoMissing { .. }
+        )
     }
 }
 

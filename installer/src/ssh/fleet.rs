@@ -61,7 +61,7 @@ impl Fleet {
         let locked: Vec<(Session, Result<HostLock, SshError>)> = stream::iter(connected)
             .map(|session| async move {
                 let lock =
-                    HostLock::acquire(session.name(), session.control_socket(), holder).await;
+                    HostLock::acquire(session.target(), session.control_socket(), holder).await;
                 (session, lock)
             })
             .buffer_unordered(max_parallel)
