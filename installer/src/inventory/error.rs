@@ -138,9 +138,7 @@ pub enum ProblemKind {
         "host `{host}`: a become password is set: ilha runs `sudo -n` and never types a password; give the user a NOPASSWD rule (for example `{user} ALL=(root) NOPASSWD: ALL` in /etc/sudoers.d/{user}) and remove the password variable"
     )]
     BecomePassword { host: String, user: String },
-    #[error(
-        "host `{host}`: `{key}={value}` is not a boolean (true, yes, 1 or false, no, 0)"
-    )]
+    #[error("host `{host}`: `{key}={value}` is not a boolean (true, yes, 1 or false, no, 0)")]
     NotBoolean {
         host: String,
         key: String,

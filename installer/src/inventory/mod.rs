@@ -488,8 +488,11 @@ mod tests {
         let yaml = "all:\n  vars:\n    ansible_user: ops\n    ansible_become: true\n  hosts:\n    n1:\n      ansible_host: h1\n  children:\n    kube_control_plane:\n      hosts:\n        n1:\n    etcd:\n      hosts:\n        n1:\n";
         let inventory = Inventory::parse(Path::new("hosts.yaml"), yaml).unwrap();
         assert!(inventory.hosts[0].become_root);
-        let plain = Inventory::parse(Path::new("inv.ini"), &format!("n1 ansible_host=h1\n{ROLES}"))
-            .unwrap();
+        let plain = Inventory::parse(
+            Path::new("inv.ini"),
+            &format!("n1 ansible_host=h1\n{ROLES}"),
+        )
+        .unwrap();
         assert!(!plain.hosts[0].become_root, "no become unless asked");
     }
 
@@ -519,9 +522,7 @@ mod tests {
             );
             assert!(!found.contains("s3cret"), "the password is never shown");
         }
-        let found = problems(&format!(
-            "n1 ansible_host=h1 ansible_become=maybe\n{ROLES}"
-        ));
+        let found = problems(&format!("n1 ansible_host=h1 ansible_become=maybe\n{ROLES}"));
         assert_eq!(
             found,
             "inv.ini:1: host `n1`: `ansible_become=maybe` is not a boolean (true, yes, 1 or false, no, 0)"

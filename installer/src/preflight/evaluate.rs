@@ -1331,7 +1331,10 @@ mod tests {
         probe.sudo_user = Some("ops".into());
         let report = judge(&host_checks(), &probe);
         assert_row(&report, "user", Verdict::Pass, "`ops` via sudo (uid 0)");
-        assert_eq!(report.check("user").unwrap().detail, "`ops` via sudo (uid 0)");
+        assert_eq!(
+            report.check("user").unwrap().detail,
+            "`ops` via sudo (uid 0)"
+        );
         // root asking for become runs without sudo; a stray SUDO_USER=root says nothing more.
         probe.sudo_user = Some("root".into());
         assert_eq!(

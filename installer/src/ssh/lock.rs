@@ -456,7 +456,10 @@ mod tests {
             "#!/bin/sh\n[ \"$1 $2\" = '-n --' ] || exit 2\nshift 2\nexec \"$@\"\n",
         )
         .unwrap();
-        let answer = first_line(&format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.path().display()));
+        let answer = first_line(&format!(
+            "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+            bin.path().display()
+        ));
         assert!(
             answer == HELD || answer.starts_with(NOT_ROOT),
             "the lock script ran under sudo: {answer}"

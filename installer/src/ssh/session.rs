@@ -430,7 +430,9 @@ pub(crate) fn sudo_failure(code: Option<i32>, stderr: &str) -> Option<SudoFailur
             })
             .map(|line| SudoFailure::Refused(line.to_string())),
         Some(127) => lines()
-            .find(|line| line.contains("sudo: command not found") || line.contains("sudo: not found"))
+            .find(|line| {
+                line.contains("sudo: command not found") || line.contains("sudo: not found")
+            })
             .map(|line| SudoFailure::Missing(line.to_string())),
         _ => None,
     }
@@ -658,7 +660,12 @@ exec \"$@\"
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(b"streamed\n").unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"streamed\n")
+            .unwrap();
         let out = child.wait_with_output().unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "STREAMED\nas ops\n");
         assert_eq!(out.status.code(), Some(7));
@@ -673,7 +680,9 @@ exec \"$@\"
         );
         assert_eq!(
             sudo_failure(Some(1), "ops is not in the sudoers file.\n"),
-            Some(SudoFailure::Refused("ops is not in the sudoers file.".into()))
+            Some(SudoFailure::Refused(
+                "ops is not in the sudoers file.".into()
+            ))
         );
         assert_eq!(
             sudo_failure(Some(127), "bash: line 1: sudo: command not found\n"),
@@ -687,8 +696,14 @@ exec \"$@\"
         );
         // The script's own failures stay the script's.
         assert_eq!(sudo_failure(Some(1), "grep: x: No such file\n"), None);
-        assert_eq!(sudo_failure(Some(2), "sudo: a password is required\n"), None);
-        assert_eq!(sudo_failure(Some(127), "bash: kubectl: command not found\n"), None);
+        assert_eq!(
+            sudo_failure(Some(2), "sudo: a password is required\n"),
+            None
+        );
+        assert_eq!(
+            sudo_failure(Some(127), "bash: kubectl: command not found\n"),
+            None
+        );
     }
 
     #[test]
