@@ -197,8 +197,19 @@ impl fmt::Display for FleetError {
             .iter()
             .filter(|e| matches!(e, SshError::Locked { .. }))
             .count();
+        let privilege = self
+            .failures
+            .iter()
+            .filter(|e| e.is_privilege_problem())
+            .count();
         if locked == self.failures.len() {
             write!(f, "{locked} host(s) in use by another ilha command:")?;
+        } else if privilege == self.failures.len() {
+            // They answered: the fix is the user or its sudo rule, not the network.
+            write!(
+                f,
+                "{privilege} host(s) where ilha cannot run commands as root:"
+            )?;
         } else {
             write!(f, "could not connect to {} host(s):", self.failures.len())?;
         }
@@ -212,6 +223,41 @@ impl fmt::Display for FleetError {
 #[cfg(test)]
 mod tests {
     use super::ConnectFailure::{self, *};
+    use super::{FleetError, SshError};
+
+    #[test]
+    fn hosts_refused_for_their_user_are_not_called_unreachable() {
+        let sudo = SshError::SudoRefused {
+            host: "h2".into(),
+            user: "ops".into(),
+            detail: "sudo: a password is required".into(),
+        };
+        let not_root = SshError::NotRoot {
+            host: "h1".into(),
+            user: "ops".into(),
+            uid: "1000".into(),
+        };
+        let text = FleetError {
+            failures: vec![not_root, sudo],
+        }
+        .to_string();
+        assert!(
+            text.starts_with("2 host(s) where ilha cannot run commands as root:\n  h1: connected as `ops` (uid 1000), not root"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  h2: `sudo -n` as `ops` was refused"),
+            "{text}"
+        );
+        let lost = SshError::Locked {
+            host: "h3".into(),
+            detail: "busy".into(),
+        };
+        let mixed = FleetError {
+            failures: vec![lost],
+        };
+        assert!(mixed.to_string().starts_with("1 host(s) in use"));
+    }
 
     #[test]
     fn classifies_real_ssh_messages() {
