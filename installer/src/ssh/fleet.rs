@@ -81,8 +81,9 @@ impl Fleet {
                 }
             }
         }
-        // Inventory order again (buffer_unordered finishes in any order).
+        // Inventory order again (buffer_unordered finishes in any order), failures too.
         sessions.sort_by_key(|s| order.iter().position(|n| n == s.name()));
+        failures.sort_by_key(|e| order.iter().position(|n| n == e.host()));
         (
             Fleet {
                 sessions,
