@@ -435,3 +435,64 @@ fn unreadable_inventory_names_the_file() {
         "{stderr}"
     );
 }
+
+#[test]
+fn become_through_sudo_is_shown_and_other_forms_refused_with_their_line() {
+    let hosts = "\
+node1 ansible_host=10.88.0.11 ansible_user=ops ansible_become=yes
+node2 ansible_host=10.88.0.12 ansible_user=ops
+
+[kube_control_plane]
+node1
+[etcd]
+node1
+[kube_node]
+node2
+";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hosts.ini");
+    fs::write(&path, hosts).unwrap();
+    let json = show_json(&path);
+    let become_root: Vec<(String, bool)> = json["inventory"]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|host| {
+            (
+                host["name"].as_str().unwrap().to_string(),
+                host["become_root"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        become_root,
+        [("node1".to_string(), true), ("node2".to_string(), false)]
+    );
+
+    fails_with(
+        "su.ini",
+        &format!("{hosts}[all:vars]\nansible_become_method=su\n"),
+        &[
+            "su.ini:11: host `node1`: `ansible_become_method=su`: ilha supports become through sudo to root only",
+            "su.ini:11: host `node2`: `ansible_become_method=su`",
+        ],
+    );
+    fails_with(
+        "password.ini",
+        &format!("{hosts}[kube_node:vars]\nansible_become_pass=hunter2\n"),
+        &[
+            "password.ini:11: host `node2`: a become password is set: ilha runs `sudo -n` and never types a password; give the user a NOPASSWD rule (for example `ops ALL=(root) NOPASSWD: ALL` in /etc/sudoers.d/ops)",
+        ],
+    );
+    let (_, _, stderr) = show_in(
+        &[(
+            "password.ini",
+            &format!("{hosts}[kube_node:vars]\nansible_become_pass=hunter2\n"),
+        )],
+        &["-i", "password.ini"],
+    );
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password is shown:\n{stderr}"
+    );
+}

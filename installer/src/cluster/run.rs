@@ -173,6 +173,7 @@ pub(crate) fn targets(inventory: &Inventory) -> Vec<Target> {
             let target = Target::new(h.name.clone(), h.ssh_host.clone())
                 .with_user(h.ssh_user.clone())
                 .with_port(h.ssh_port)
+                .with_become_root(h.become_root)
                 .with_jump_hosts(h.ssh_args.jump_hosts.clone())
                 .with_extra_options(h.ssh_args.options.clone());
             match &h.ssh_identity_file {

@@ -126,9 +126,20 @@ pub enum ProblemKind {
         why: String,
     },
     #[error(
-        "host `{host}`: `{key}={value}`: ilha does not run commands through sudo (or any become method) yet; connect as root with `ansible_user=root` and remove `{key}`"
+        "host `{host}`: `{key}={value}`: ilha supports become through sudo to root only (`ansible_become_method=sudo`, `ansible_become_user=root`, the defaults); remove `{key}` or set it to {}",
+        if key == "ansible_become_user" { "root" } else { "sudo" }
     )]
     BecomeUnsupported {
+        host: String,
+        key: String,
+        value: String,
+    },
+    #[error(
+        "host `{host}`: a become password is set: ilha runs `sudo -n` and never types a password; give the user a NOPASSWD rule (for example `{user} ALL=(root) NOPASSWD: ALL` in /etc/sudoers.d/{user}) and remove the password variable"
+    )]
+    BecomePassword { host: String, user: String },
+    #[error("host `{host}`: `{key}={value}` is not a boolean (true, yes, 1 or false, no, 0)")]
+    NotBoolean {
         host: String,
         key: String,
         value: String,

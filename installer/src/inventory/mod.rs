@@ -79,6 +79,9 @@ pub struct Host {
     pub ssh_identity_file: Option<PathBuf>,
     /// `ansible_ssh_common_args` then `ansible_ssh_extra_args`, checked (see `ssh_args`).
     pub ssh_args: SshArgs,
+    /// `ansible_become`: every host command runs as root through `sudo -n` (sudo to root without
+    /// a password is the only form accepted). Named so because `become` is a Rust keyword.
+    pub become_root: bool,
     /// `ip`: the address cluster components bind to and put in certificates. When unset, the
     /// preflight step picks the host's default-route address.
     pub ip: Option<IpAddr>,
@@ -462,24 +465,67 @@ mod tests {
     }
 
     #[test]
-    fn become_is_refused_until_ilha_supports_it() {
+    fn become_through_sudo_to_root_is_read_from_every_spelling() {
+        let text = format!(
+            "n1 ansible_host=h1 ansible_user=ops\nn2 ansible_host=h2 ansible_user=ops ansible_become=no\nn3 ansible_host=h3\n{ROLES}[kube_node]\nn2\nn3\n[kube_node:vars]\nansible_become=True\nansible_become_method=sudo\nansible_become_user=root\n[all:vars]\nansible_become=yes\n"
+        );
+        let inventory = Inventory::parse(Path::new("inv.ini"), &text).unwrap();
+        let become_root: Vec<_> = inventory
+            .hosts
+            .iter()
+            .map(|h| (h.name.as_str(), h.become_root))
+            .collect();
+        // n2's own `no` beats its group's `True`; n3 gets the group's; n1 the `all` one.
+        assert_eq!(become_root, [("n1", true), ("n2", false), ("n3", true)]);
+        for value in ["true", "1", "True", "yes"] {
+            let inventory = Inventory::parse(
+                Path::new("inv.ini"),
+                &format!("n1 ansible_host=h1 ansible_user=ops ansible_become={value}\n{ROLES}"),
+            )
+            .unwrap();
+            assert!(inventory.hosts[0].become_root, "{value}");
+        }
+        let yaml = "all:\n  vars:\n    ansible_user: ops\n    ansible_become: true\n  hosts:\n    n1:\n      ansible_host: h1\n  children:\n    kube_control_plane:\n      hosts:\n        n1:\n    etcd:\n      hosts:\n        n1:\n";
+        let inventory = Inventory::parse(Path::new("hosts.yaml"), yaml).unwrap();
+        assert!(inventory.hosts[0].become_root);
+        let plain = Inventory::parse(
+            Path::new("inv.ini"),
+            &format!("n1 ansible_host=h1\n{ROLES}"),
+        )
+        .unwrap();
+        assert!(!plain.hosts[0].become_root, "no become unless asked");
+    }
+
+    #[test]
+    fn become_other_than_sudo_to_root_without_a_password_is_refused_with_its_line() {
         let found = problems(&format!(
-            "n1 ansible_host=h1 ansible_user=admin\n{ROLES}[all:vars]\nansible_become=true\n"
+            "n1 ansible_host=h1 ansible_become=true ansible_become_method=su ansible_become_user=postgres\n{ROLES}"
         ));
         assert_eq!(
             found,
-            "inv.ini:7: host `n1`: `ansible_become=true`: ilha does not run commands through sudo (or any become method) yet; connect as root with `ansible_user=root` and remove `ansible_become`"
+            "inv.ini:1: host `n1`: `ansible_become_method=su`: ilha supports become through sudo to root only (`ansible_become_method=sudo`, `ansible_become_user=root`, the defaults); remove `ansible_become_method` or set it to sudo\n\
+             inv.ini:1: host `n1`: `ansible_become_user=postgres`: ilha supports become through sudo to root only (`ansible_become_method=sudo`, `ansible_become_user=root`, the defaults); remove `ansible_become_user` or set it to root"
         );
-        let found = problems(&format!(
-            "n1 ansible_host=h1 ansible_become_method=su ansible_become_user=postgres\n{ROLES}"
-        ));
-        assert!(found.contains("`ansible_become_method=su`"), "{found}");
-        assert!(found.contains("`ansible_become_user=postgres`"), "{found}");
-        // Saying no, or naming what ilha would use anyway, is harmless.
-        Inventory::parse(
-            Path::new("inv.ini"),
-            &format!("n1 ansible_host=h1 ansible_become=false ansible_become_user=root ansible_become_method=sudo\n{ROLES}"),
-        )
-        .unwrap();
+        for key in [
+            "ansible_become_password",
+            "ansible_become_pass",
+            "ansible_sudo_pass",
+            "ansible_sudo_password",
+        ] {
+            let found = problems(&format!(
+                "n1 ansible_host=h1 ansible_user=ops ansible_become=true\n{ROLES}[all:vars]\n{key}=s3cret-value\n"
+            ));
+            assert_eq!(
+                found,
+                "inv.ini:7: host `n1`: a become password is set: ilha runs `sudo -n` and never types a password; give the user a NOPASSWD rule (for example `ops ALL=(root) NOPASSWD: ALL` in /etc/sudoers.d/ops) and remove the password variable",
+                "{key}"
+            );
+            assert!(!found.contains("s3cret"), "the password is never shown");
+        }
+        let found = problems(&format!("n1 ansible_host=h1 ansible_become=maybe\n{ROLES}"));
+        assert_eq!(
+            found,
+            "inv.ini:1: host `n1`: `ansible_become=maybe` is not a boolean (true, yes, 1 or false, no, 0)"
+        );
     }
 }

@@ -271,6 +271,12 @@ fn canonical_var(key: &str) -> Option<&'static str> {
         "ansible_become" => "ansible_become",
         "ansible_become_method" => "ansible_become_method",
         "ansible_become_user" => "ansible_become_user",
+        // Every spelling of a become password Ansible reads: ilha refuses them all (it runs
+        // `sudo -n`), so none may slip through under a name ilha does not look at.
+        "ansible_become_password"
+        | "ansible_become_pass"
+        | "ansible_sudo_pass"
+        | "ansible_sudo_password" => "ansible_become_password",
         "ip" => "ip",
         "access_ip" => "access_ip",
         _ => return None,
@@ -465,7 +471,7 @@ fn build_host(
             }
         },
     );
-    check_become(host, vars, problems);
+    let become_root = check_become(host, vars, problems);
     let mut ssh_args = SshArgs::default();
     for key in ["ansible_ssh_common_args", "ansible_ssh_extra_args"] {
         // An empty value is how inventories clear a group's args: not an error here.
@@ -495,6 +501,7 @@ fn build_host(
         ssh_port,
         ssh_identity_file,
         ssh_args,
+        become_root,
         ip,
         access_ip,
         roles,
@@ -502,40 +509,79 @@ fn build_host(
     })
 }
 
-/// ilha runs host commands as the ssh user, without sudo: an inventory asking for privilege
-/// escalation would have `up` fail midway (or act as the wrong user), so it is refused now.
-fn check_become(host: &str, vars: &BTreeMap<&'static str, VarValue>, problems: &mut Vec<Problem>) {
+/// Whether the host's commands run through `sudo -n` as root (`ansible_become`). ilha supports
+/// exactly what a hardened host without root login needs: sudo, to root, without a password.
+/// Any other method, target user or a password is refused, naming the variable and its line,
+/// rather than acting as the wrong user or hanging at a prompt midway through `up`.
+fn check_become(
+    host: &str,
+    vars: &BTreeMap<&'static str, VarValue>,
+    problems: &mut Vec<Problem>,
+) -> bool {
     let value_of = |key: &str| {
         vars.get(key)
             .and_then(|var| Some((var.value.as_deref()?.trim().to_string(), var.line)))
     };
-    let mut refuse = |key: &str, value: String, line: usize| {
+    let ssh_user = value_of("ansible_user").map_or_else(|| "root".to_string(), |(user, _)| user);
+    // The password itself never appears in a message: only the variable's name and line.
+    if let Some(var) = vars.get("ansible_become_password") {
         problems.push(Problem::new(
-            line,
-            ProblemKind::BecomeUnsupported {
+            var.line,
+            ProblemKind::BecomePassword {
                 host: host.to_string(),
-                key: key.to_string(),
-                value,
+                user: ssh_user.clone(),
             },
         ));
-    };
-    if let Some((value, line)) = value_of("ansible_become")
-        && matches!(
-            value.to_ascii_lowercase().as_str(),
-            "true" | "yes" | "on" | "1" | "y" | "t"
-        )
-    {
-        refuse("ansible_become", value, line);
     }
     if let Some((value, line)) = value_of("ansible_become_method")
         && value != "sudo"
     {
-        refuse("ansible_become_method", value, line);
+        problems.push(Problem::new(
+            line,
+            ProblemKind::BecomeUnsupported {
+                host: host.to_string(),
+                key: "ansible_become_method".to_string(),
+                value,
+            },
+        ));
     }
     if let Some((value, line)) = value_of("ansible_become_user")
         && value != "root"
     {
-        refuse("ansible_become_user", value, line);
+        problems.push(Problem::new(
+            line,
+            ProblemKind::BecomeUnsupported {
+                host: host.to_string(),
+                key: "ansible_become_user".to_string(),
+                value,
+            },
+        ));
+    }
+    match value_of("ansible_become") {
+        None => false,
+        Some((value, line)) => match ansible_boolean(&value) {
+            Some(wanted) => wanted,
+            None => {
+                problems.push(Problem::new(
+                    line,
+                    ProblemKind::NotBoolean {
+                        host: host.to_string(),
+                        key: "ansible_become".to_string(),
+                        value,
+                    },
+                ));
+                false
+            }
+        },
+    }
+}
+
+/// A boolean as Ansible reads one (`yes`, `True`, `1`, `off`, ...); `None` for anything else.
+fn ansible_boolean(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" | "y" | "t" => Some(true),
+        "false" | "no" | "off" | "0" | "n" | "f" => Some(false),
+        _ => None,
     }
 }
 

@@ -145,20 +145,30 @@ fn not_reported(name: &'static str, what: &str) -> Check {
     )
 }
 
-/// ilha runs every host command as the ssh user, without sudo (become support is to come): a
-/// user other than root would fail midway through `up`, so it is refused here, before any change.
+/// Every host command must run as root: as the ssh user when it is root, else through `sudo -n`
+/// (`ansible_become`). A user that is neither would fail midway through `up`, so it is refused
+/// here, before any change (the host lock, the first command, refuses it earlier still).
 fn user(probe: &Probe) -> Check {
     match probe.uid {
         None => not_reported("user", "the effective user (id -u)"),
-        Some(0) => row("user", Verdict::Pass, "root (uid 0)"),
-        Some(uid) => row(
-            "user",
-            Verdict::Fail,
-            format!(
-                "connected as `{}` (uid {uid}), not root: ilha runs host commands as the ssh user and does not use sudo yet (ansible_become is not supported); set ansible_user=root for this host",
-                probe.user.as_deref().unwrap_or("?")
+        Some(0) => match probe.sudo_user.as_deref() {
+            Some(ssh_user) if ssh_user != "root" => row(
+                "user",
+                Verdict::Pass,
+                format!("`{ssh_user}` via sudo (uid 0)"),
             ),
-        ),
+            _ => row("user", Verdict::Pass, "root (uid 0)"),
+        },
+        Some(uid) => {
+            let refusal = crate::ssh::SshError::NotRoot {
+                host: String::new(),
+                user: probe.user.clone().unwrap_or_else(|| "?".to_string()),
+                uid: uid.to_string(),
+            }
+            .to_string();
+            let detail = refusal.strip_prefix(": ").unwrap_or(&refusal).to_string();
+            row("user", Verdict::Fail, detail)
+        }
     }
 }
 
@@ -928,6 +938,7 @@ mod tests {
             uname_s: Some("Linux".into()),
             uid: Some(0),
             user: Some("root".into()),
+            sudo_user: None,
             uname_m: Some("x86_64".into()),
             uname_r: Some("6.1.0".into()),
             hostname: Some("node1".into()),
@@ -1302,7 +1313,7 @@ mod tests {
             &report,
             "user",
             Verdict::Fail,
-            "connected as `admin` (uid 1000), not root: ilha runs host commands as the ssh user and does not use sudo yet",
+            "connected as `admin` (uid 1000), not root, and the inventory does not ask for sudo: set `ansible_become=true` for this host and give `admin` a NOPASSWD sudo rule for root (for example `admin ALL=(root) NOPASSWD: ALL` in /etc/sudoers.d/admin), or connect as root with ansible_user=root",
         );
         assert_eq!(report.verdict(), Verdict::Fail);
         probe.uid = None;
@@ -1311,6 +1322,24 @@ mod tests {
             "user",
             Verdict::Fail,
             "not reported",
+        );
+    }
+
+    #[test]
+    fn commands_run_through_sudo_name_the_ssh_user() {
+        let mut probe = good_probe();
+        probe.sudo_user = Some("ops".into());
+        let report = judge(&host_checks(), &probe);
+        assert_row(&report, "user", Verdict::Pass, "`ops` via sudo (uid 0)");
+        assert_eq!(
+            report.check("user").unwrap().detail,
+            "`ops` via sudo (uid 0)"
+        );
+        // root asking for become runs without sudo; a stray SUDO_USER=root says nothing more.
+        probe.sudo_user = Some("root".into());
+        assert_eq!(
+            judge(&host_checks(), &probe).check("user").unwrap().detail,
+            "root (uid 0)"
         );
     }
 

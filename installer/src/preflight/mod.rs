@@ -152,10 +152,26 @@ impl HostReport {
 
     /// A host that could not be probed at all: one `ssh` row with the reason.
     fn unreachable(host: &str, detail: String) -> HostReport {
+        HostReport::not_probed(host, "ssh", detail)
+    }
+
+    /// A host that could not be probed for `error`: a `user` row when the host answered but ilha
+    /// cannot act as root there (not root without become, sudo refused or missing: the fix is the
+    /// user or its sudo rule), else an `ssh` row.
+    fn failed(host: &str, error: &SshError) -> HostReport {
+        let row = if error.is_privilege_problem() {
+            "user"
+        } else {
+            "ssh"
+        };
+        HostReport::not_probed(host, row, error_detail(host, error))
+    }
+
+    fn not_probed(host: &str, name: &'static str, detail: String) -> HostReport {
         HostReport {
             host: host.to_string(),
             checks: vec![Check {
-                name: "ssh",
+                name,
                 verdict: Verdict::Fail,
                 detail,
             }],
@@ -250,11 +266,13 @@ pub async fn run_with_connect_failures(
             if let Some(index) = reports.iter().position(|r| r.host == name) {
                 return reports.swap_remove(index);
             }
-            let detail = match connect_failures.iter().find(|e| e.host() == name) {
-                Some(error) => error_detail(name, error),
-                None => "not connected: the fleet has no session for this host".to_string(),
-            };
-            HostReport::unreachable(name, detail)
+            match connect_failures.iter().find(|e| e.host() == name) {
+                Some(error) => HostReport::failed(name, error),
+                None => HostReport::unreachable(
+                    name,
+                    "not connected: the fleet has no session for this host".to_string(),
+                ),
+            }
         })
         .collect();
     PreflightReport { hosts }
@@ -272,9 +290,7 @@ async fn probe_host(
     let received = started.elapsed();
     let output = match result {
         Ok(Ok(output)) => output,
-        Ok(Err(error)) => {
-            return HostReport::unreachable(&checks.host, error_detail(&checks.host, &error));
-        }
+        Ok(Err(error)) => return HostReport::failed(&checks.host, &error),
         Err(_) => {
             return HostReport::unreachable(
                 &checks.host,
@@ -299,4 +315,34 @@ fn error_detail(host: &str, error: &SshError) -> String {
     text.strip_prefix(&format!("{host}: "))
         .unwrap_or(&text)
         .replace('\n', " / ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_ilha_cannot_act_as_root_on_fails_its_user_row() {
+        let refused = SshError::SudoRefused {
+            host: "h2".into(),
+            user: "ops".into(),
+            detail: "sudo: a password is required".into(),
+        };
+        let report = HostReport::failed("h2", &refused);
+        let row = report.check("user").expect("a user row");
+        assert_eq!(row.verdict, Verdict::Fail);
+        assert!(
+            row.detail.starts_with(
+                "`sudo -n` as `ops` was refused (sudo: a password is required): ilha never types a password; give `ops` a NOPASSWD rule for root"
+            ),
+            "{}",
+            row.detail
+        );
+        let lost = SshError::ConnectionLost {
+            host: "h2".into(),
+            command: "probe".into(),
+            detail: "gone".into(),
+        };
+        assert_eq!(HostReport::failed("h2", &lost).checks[0].name, "ssh");
+    }
 }

@@ -68,6 +68,8 @@ pub(crate) struct Probe {
     /// `id -u` and `id -un`: who ilha's commands run as on this host.
     pub uid: Option<u32>,
     pub user: Option<String>,
+    /// `$SUDO_USER`: the ssh user when commands run through sudo (become); `None` without sudo.
+    pub sudo_user: Option<String>,
     pub cpus: Option<u32>,
     pub os_pretty: Option<String>,
     pub systemd_booted: Option<bool>,
@@ -182,6 +184,7 @@ fn apply(probe: &mut Probe, key: &str, value: &str) -> bool {
         "hostname" => set(&mut probe.hostname, text()),
         "uid" => set(&mut probe.uid, value.parse().ok()),
         "user" => value.is_empty() || set(&mut probe.user, text()),
+        "sudo_user" => value.is_empty() || set(&mut probe.sudo_user, text()),
         // nproc is coreutils, but a host without it only loses a fact.
         "cpus" => value.is_empty() || set(&mut probe.cpus, value.parse().ok()),
         "os_pretty" => set(&mut probe.os_pretty, text().map(|t| unquote(&t))),
@@ -430,6 +433,7 @@ uname_r=6.1.0-28-amd64
 hostname=h1
 uid=0
 user=root
+sudo_user=
 cpus=4
 os_pretty="Debian GNU/Linux 12 (bookworm)"
 systemd_booted=1
@@ -491,6 +495,12 @@ probe_end=1
         assert_eq!(probe.cpus, Some(4));
         assert_eq!(probe.uid, Some(0));
         assert_eq!(probe.user.as_deref(), Some("root"));
+        assert_eq!(probe.sudo_user, None, "no sudo: an empty SUDO_USER");
+        assert_eq!(
+            parse("sudo_user=ops\n").sudo_user.as_deref(),
+            Some("ops"),
+            "through sudo: the ssh user"
+        );
         assert_eq!(probe.systemd_booted, Some(true));
         assert_eq!(probe.mem_total_kib, Some(8_039_124));
         assert_eq!(probe.swap_total_kib, Some(0));

@@ -32,6 +32,8 @@ echo "uname_r=$(uname -r)"
 echo "hostname=$(uname -n)"
 echo "uid=$(id -u)"
 echo "user=$(id -un 2>/dev/null || true)"
+# Set by sudo to the ssh user it ran for (become): who ilha connected as.
+echo "sudo_user=${{SUDO_USER:-}}"
 echo "cpus=$(nproc 2>/dev/null || true)"
 if [ -r /etc/os-release ]; then sed -n 's/^PRETTY_NAME=/os_pretty=/p' /etc/os-release; fi
 if [ -d /run/systemd/system ]; then echo systemd_booted=1; else echo systemd_booted=0; fi

@@ -114,15 +114,35 @@ pub enum SshError {
     /// Another `ilha` command holds the host (see `ssh::lock`).
     #[error("{host}: {detail}")]
     Locked { host: String, detail: String },
-    /// The ssh user is not root: every host command would fail (ilha has no sudo support yet).
-    /// Found when the host is locked, before anything runs on it.
+    /// The ssh user is not root and the inventory does not ask for sudo: every host command would
+    /// fail. Found when the host is locked (the first command on it), before anything changes.
     #[error(
-        "{host}: connected as `{user}` (uid {uid}), not root: ilha runs host commands as the ssh user and does not use sudo yet (ansible_become is not supported); set ansible_user=root for this host"
+        "{host}: connected as `{user}` (uid {uid}), not root, and the inventory does not ask for sudo: set `ansible_become=true` for this host and give `{user}` a NOPASSWD sudo rule for root (for example `{user} ALL=(root) NOPASSWD: ALL` in /etc/sudoers.d/{user}), or connect as root with ansible_user=root"
     )]
     NotRoot {
         host: String,
         user: String,
         uid: String,
+    },
+    /// `ansible_become` is set and sudo would not run a command as root without a password (it
+    /// asks for one, or the user may not use it). Found at the host lock, before any change.
+    #[error(
+        "{host}: `sudo -n` as `{user}` was refused ({detail}): ilha never types a password; give `{user}` a NOPASSWD rule for root, for example `{user} ALL=(root) NOPASSWD: ALL` in /etc/sudoers.d/{user} (then `sudo -n true` as {user} succeeds without a prompt), or connect as root with ansible_user=root"
+    )]
+    SudoRefused {
+        host: String,
+        user: String,
+        /// sudo's own words: `sudo: a password is required`.
+        detail: String,
+    },
+    /// `ansible_become` is set and the host has no `sudo` for the ssh user.
+    #[error(
+        "{host}: ansible_become is set but `sudo` is not installed for `{user}` ({detail}): install sudo and give `{user}` a NOPASSWD rule for root (`{user} ALL=(root) NOPASSWD: ALL` in /etc/sudoers.d/{user}), or connect as root with ansible_user=root"
+    )]
+    SudoMissing {
+        host: String,
+        user: String,
+        detail: String,
     },
 }
 
@@ -137,12 +157,23 @@ impl SshError {
             | SshError::LocalIo { host, .. }
             | SshError::DigestMismatch { host, .. }
             | SshError::Locked { host, .. }
-            | SshError::NotRoot { host, .. } => host,
+            | SshError::NotRoot { host, .. }
+            | SshError::SudoRefused { host, .. }
+            | SshError::SudoMissing { host, .. } => host,
         }
     }
 
     pub fn is_connection_lost(&self) -> bool {
         matches!(self, SshError::ConnectionLost { .. })
+    }
+
+    /// The host answered but ilha cannot act as root there (not root and no become, or sudo
+    /// refused or missing): the operator fixes the user, not the network.
+    pub fn is_privilege_problem(&self) -> bool {
+        matches!(
+            self,
+            SshError::NotRoot { .. } | SshError::SudoRefused { .. } | SshError::SudoMissing { .. }
+        )
     }
 }
 
@@ -166,8 +197,19 @@ impl fmt::Display for FleetError {
             .iter()
             .filter(|e| matches!(e, SshError::Locked { .. }))
             .count();
+        let privilege = self
+            .failures
+            .iter()
+            .filter(|e| e.is_privilege_problem())
+            .count();
         if locked == self.failures.len() {
             write!(f, "{locked} host(s) in use by another ilha command:")?;
+        } else if privilege == self.failures.len() {
+            // They answered: the fix is the user or its sudo rule, not the network.
+            write!(
+                f,
+                "{privilege} host(s) where ilha cannot run commands as root:"
+            )?;
         } else {
             write!(f, "could not connect to {} host(s):", self.failures.len())?;
         }
@@ -181,6 +223,41 @@ impl fmt::Display for FleetError {
 #[cfg(test)]
 mod tests {
     use super::ConnectFailure::{self, *};
+    use super::{FleetError, SshError};
+
+    #[test]
+    fn hosts_refused_for_their_user_are_not_called_unreachable() {
+        let sudo = SshError::SudoRefused {
+            host: "h2".into(),
+            user: "ops".into(),
+            detail: "sudo: a password is required".into(),
+        };
+        let not_root = SshError::NotRoot {
+            host: "h1".into(),
+            user: "ops".into(),
+            uid: "1000".into(),
+        };
+        let text = FleetError {
+            failures: vec![not_root, sudo],
+        }
+        .to_string();
+        assert!(
+            text.starts_with("2 host(s) where ilha cannot run commands as root:\n  h1: connected as `ops` (uid 1000), not root"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  h2: `sudo -n` as `ops` was refused"),
+            "{text}"
+        );
+        let lost = SshError::Locked {
+            host: "h3".into(),
+            detail: "busy".into(),
+        };
+        let mixed = FleetError {
+            failures: vec![lost],
+        };
+        assert!(mixed.to_string().starts_with("1 host(s) in use"));
+    }
 
     #[test]
     fn classifies_real_ssh_messages() {

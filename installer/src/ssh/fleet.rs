@@ -61,7 +61,7 @@ impl Fleet {
         let locked: Vec<(Session, Result<HostLock, SshError>)> = stream::iter(connected)
             .map(|session| async move {
                 let lock =
-                    HostLock::acquire(session.name(), session.control_socket(), holder).await;
+                    HostLock::acquire(session.target(), session.control_socket(), holder).await;
                 (session, lock)
             })
             .buffer_unordered(max_parallel)
@@ -81,8 +81,9 @@ impl Fleet {
                 }
             }
         }
-        // Inventory order again (buffer_unordered finishes in any order).
+        // Inventory order again (buffer_unordered finishes in any order), failures too.
         sessions.sort_by_key(|s| order.iter().position(|n| n == s.name()));
+        failures.sort_by_key(|e| order.iter().position(|n| n == e.host()));
         (
             Fleet {
                 sessions,

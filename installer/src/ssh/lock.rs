@@ -22,7 +22,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
 use super::error::SshError;
-use super::session::shell_quote;
+use super::options::Target;
+use super::session::{SUDO_ARGS, shell_quote};
 
 /// Where the lock lives on every host (a tmpfs: a reboot releases everything).
 pub const LOCK_DIR: &str = "/run/ilha";
@@ -95,6 +96,39 @@ const BUSY: &str = "ilha-lock: busy";
 /// would work either), so this is said plainly rather than as a busy lock.
 const NOT_ROOT: &str = "ilha-lock: not-root";
 
+/// Answers of the shell run as the ssh user before sudo, when become is asked: sudo is missing,
+/// or it refused to run `bash` as root without a password. Said before anything else runs.
+const NO_SUDO: &str = "ilha-lock: no-sudo";
+const SUDO_REFUSED: &str = "ilha-lock: sudo-refused";
+
+/// The remote command that takes the lock: [`lock_script`] under `bash -c`, through `sudo -n`
+/// when `sudo` (become, ssh user not root). sudo is tried first with the very command every
+/// later step uses (`bash`), so a rule that asks for a password, or does not allow `bash`, is
+/// reported here, on first contact, naming sudo's own words.
+fn lock_command(holder: &Holder, sudo: bool) -> String {
+    let script = shell_quote(&lock_script(holder));
+    if !sudo {
+        return format!("bash -c {script}");
+    }
+    let sudo = format!("sudo {}", SUDO_ARGS.join(" "));
+    let outer = format!(
+        r#"set -u
+who="$(id -u) $(id -un 2>/dev/null || echo '?')"
+if ! command -v sudo >/dev/null 2>&1; then
+  echo "{NO_SUDO} $who sudo: command not found in PATH=$PATH"
+  exit 0
+fi
+if ! why=$({sudo} bash -c true 2>&1 </dev/null); then
+  echo "{SUDO_REFUSED} $who $(printf '%s' "$why" | tr '
+' ' ')"
+  exit 0
+fi
+exec {sudo} bash -c {script}
+"#
+    );
+    format!("bash -c {}", shell_quote(&outer))
+}
+
 /// The script run on the host. It answers one line, then (when held) waits for end-of-file.
 /// The lock's file descriptor is closed for `cat`, so only this shell holds the lock: killing
 /// it (as the refusal message says) releases it.
@@ -140,6 +174,27 @@ fi
     )
 }
 
+/// The error a [`NO_SUDO`] or [`SUDO_REFUSED`] answer stands for (`TAG UID USER WORDS...`, the
+/// user as the host knows it); `None` for any other line.
+fn sudo_answer(host: &str, first: &str) -> Option<SshError> {
+    for (tag, missing) in [(NO_SUDO, true), (SUDO_REFUSED, false)] {
+        let Some(rest) = first.strip_prefix(tag) else {
+            continue;
+        };
+        let mut words = rest.trim().splitn(3, ' ');
+        let _uid = words.next();
+        let user = words.next().unwrap_or("?").to_string();
+        let detail = words.next().unwrap_or("").trim().to_string();
+        let host = host.to_string();
+        return Some(if missing {
+            SshError::SudoMissing { host, user, detail }
+        } else {
+            SshError::SudoRefused { host, user, detail }
+        });
+    }
+    None
+}
+
 fn mode_word(mode: LockMode) -> &'static str {
     match mode {
         LockMode::Shared => "shared",
@@ -159,16 +214,16 @@ impl HostLock {
     /// Takes the lock on `host` through the master at `control_socket`. A lock another command
     /// holds is [`SshError::Locked`], naming who holds it and how to clear it.
     pub async fn acquire(
-        host: &str,
+        target: &Target,
         control_socket: &Path,
         holder: &Holder,
     ) -> Result<HostLock, SshError> {
-        let script = lock_script(holder);
+        let host = target.name.as_str();
         let mut child = Command::new("ssh")
             .arg("-S")
             .arg(control_socket)
             .args(["-o", "BatchMode=yes", "-T", "-p", "9", "none", "--"])
-            .arg(format!("bash -c {}", shell_quote(&script)))
+            .arg(lock_command(holder, target.uses_sudo()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -214,6 +269,10 @@ impl HostLock {
                 uid: words.next().unwrap_or("?").to_string(),
                 user: words.next().unwrap_or("?").to_string(),
             });
+        }
+        if let Some(error) = sudo_answer(host, &first) {
+            let _ = child.kill().await;
+            return Err(error);
         }
         if first == HELD {
             let stdin = child.stdin.take();
@@ -318,6 +377,94 @@ mod tests {
         );
         assert!(detail.contains("`kill 777`"), "{detail}");
         assert!(busy_detail(&[]).contains("fuser -v /run/ilha/host.lock"));
+    }
+
+    /// The command as the ssh user's shell runs it, with stand-ins for sudo: missing, asking
+    /// for a password, and allowing (the lock then taken as the user sudo runs it as).
+    #[test]
+    fn with_become_sudo_is_tried_first_and_its_refusal_is_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let h = holder(LockMode::Exclusive);
+        assert_eq!(
+            lock_command(&h, false),
+            format!("bash -c {}", shell_quote(&lock_script(&h)))
+        );
+        let scratch = tempfile::tempdir().unwrap();
+        let command = lock_command(&h, true).replace(LOCK_DIR, scratch.path().to_str().unwrap());
+        crate::cluster::tests_support::assert_bash_syntax(&command);
+        let bin = tempfile::tempdir().unwrap();
+        for tool in ["bash", "id", "tr"] {
+            let found = ["/usr/bin", "/bin"]
+                .iter()
+                .map(|dir| Path::new(dir).join(tool))
+                .find(|path| path.exists())
+                .unwrap_or_else(|| panic!("{tool} not found"));
+            std::os::unix::fs::symlink(found, bin.path().join(tool)).unwrap();
+        }
+        let first_line = |path: &str| {
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(&command)
+                .env("PATH", path)
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        };
+        let answer = first_line(bin.path().to_str().unwrap());
+        assert!(answer.starts_with(NO_SUDO), "{answer}");
+        match sudo_answer("h2", &answer) {
+            Some(SshError::SudoMissing { host, detail, .. }) => {
+                assert_eq!(host, "h2");
+                assert!(detail.starts_with("sudo: command not found"), "{detail}");
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let sudo = bin.path().join("sudo");
+        std::fs::write(
+            &sudo,
+            "#!/bin/sh\necho 'sudo: a password is required' >&2\nexit 1\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&sudo, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let answer = first_line(bin.path().to_str().unwrap());
+        match sudo_answer("h2", &answer) {
+            Some(error @ SshError::SudoRefused { .. }) => {
+                let user = std::process::Command::new("id")
+                    .arg("-un")
+                    .output()
+                    .unwrap();
+                let user = String::from_utf8_lossy(&user.stdout).trim().to_string();
+                assert_eq!(
+                    error.to_string(),
+                    format!(
+                        "h2: `sudo -n` as `{user}` was refused (sudo: a password is required): ilha never types a password; give `{user}` a NOPASSWD rule for root, for example `{user} ALL=(root) NOPASSWD: ALL` in /etc/sudoers.d/{user} (then `sudo -n true` as {user} succeeds without a prompt), or connect as root with ansible_user=root"
+                    )
+                );
+            }
+            other => panic!("{answer}: {other:?}"),
+        }
+
+        // A NOPASSWD rule: sudo runs what it is given (checking it got `-n --` first).
+        std::fs::write(
+            &sudo,
+            "#!/bin/sh\n[ \"$1 $2\" = '-n --' ] || exit 2\nshift 2\nexec \"$@\"\n",
+        )
+        .unwrap();
+        let answer = first_line(&format!(
+            "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+            bin.path().display()
+        ));
+        assert!(
+            answer == HELD || answer.starts_with(NOT_ROOT),
+            "the lock script ran under sudo: {answer}"
+        );
+        assert_eq!(sudo_answer("h2", HELD).map(|e| e.to_string()), None);
     }
 
     /// The script itself, run against a scratch lock directory with the real `flock`: a second

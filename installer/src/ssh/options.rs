@@ -21,6 +21,8 @@ pub struct Target {
     /// ssh_config lines `Key=Value` taking precedence over the operator's config, as `-o` does;
     /// already checked to leave host key checking and the control connection alone.
     pub extra_options: Vec<String>,
+    /// `ansible_become`: every command runs as root through `sudo -n` (see [`Target::uses_sudo`]).
+    pub become_root: bool,
 }
 
 impl Target {
@@ -33,7 +35,25 @@ impl Target {
             identity_file: None,
             jump_hosts: Vec::new(),
             extra_options: Vec::new(),
+            become_root: false,
         }
+    }
+
+    pub fn with_become_root(mut self, become_root: bool) -> Target {
+        self.become_root = become_root;
+        self
+    }
+
+    /// Whether commands are wrapped in `sudo -n`: become is asked and the ssh user is not root
+    /// already. Root asking for become needs no sudo (and such a host may not have sudo at all),
+    /// so it is run as is, like Ansible's sudo from root.
+    pub fn uses_sudo(&self) -> bool {
+        self.become_root && self.user.as_deref() != Some("root")
+    }
+
+    /// The ssh user as messages name it (`?` when left to ssh_config).
+    pub fn user_name(&self) -> &str {
+        self.user.as_deref().unwrap_or("?")
     }
 
     pub fn with_identity_file(mut self, file: impl Into<PathBuf>) -> Target {

@@ -288,8 +288,13 @@ trap - EXIT
             command: label.to_string(),
             source,
         };
-        let mut command = self.inner.command("bash");
+        // With become, the same `bash -c` runs under `sudo -n`: sudo passes stdin, stdout and
+        // the exit status through, and never prompts (a rule asking for a password fails at
+        // once, see `failed`).
+        let (program, args) = remote_shell(&self.target);
+        let mut command = self.inner.command(program);
         command
+            .args(args)
             .arg("-c")
             .arg(prelude(script))
             .stderr(Stdio::piped());
@@ -346,6 +351,25 @@ trap - EXIT
     }
 
     fn failed(&self, label: &str, code: Option<i32>, stderr: &str) -> SshError {
+        if self.target.uses_sudo() {
+            match sudo_failure(code, stderr) {
+                Some(SudoFailure::Refused(detail)) => {
+                    return SshError::SudoRefused {
+                        host: self.target.name.clone(),
+                        user: self.target.user_name().to_string(),
+                        detail,
+                    };
+                }
+                Some(SudoFailure::Missing(detail)) => {
+                    return SshError::SudoMissing {
+                        host: self.target.name.clone(),
+                        user: self.target.user_name().to_string(),
+                        detail,
+                    };
+                }
+                None => {}
+            }
+        }
         SshError::CommandFailed {
             host: self.target.name.clone(),
             command: label.to_string(),
@@ -360,6 +384,57 @@ trap - EXIT
             path: path.to_path_buf(),
             source,
         }
+    }
+}
+
+/// `sudo -n --`: never prompt (fail instead), and nothing after is one of sudo's options.
+pub(crate) const SUDO_ARGS: [&str; 2] = ["-n", "--"];
+
+/// The program and arguments that run a script on `target` (its `-c SCRIPT` follows): `bash`,
+/// or `sudo -n -- bash` with become.
+pub(crate) fn remote_shell(target: &Target) -> (&'static str, &'static [&'static str]) {
+    if target.uses_sudo() {
+        ("sudo", &["-n", "--", "bash"])
+    } else {
+        ("bash", &[])
+    }
+}
+
+/// Why sudo itself (not the command it ran) failed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum SudoFailure {
+    /// sudo ran but would not run the command without a password: its line, as printed.
+    Refused(String),
+    /// No sudo on the host: the shell's line.
+    Missing(String),
+}
+
+/// Reads sudo's own refusal from a failed command's exit code and stderr. sudo exits 1 with a
+/// `sudo: ...` line when it refuses; the ssh user's shell exits 127 naming `sudo` when it has
+/// none. A script's own failure never matches: its stderr has no such line.
+pub(crate) fn sudo_failure(code: Option<i32>, stderr: &str) -> Option<SudoFailure> {
+    const REFUSALS: [&str; 5] = [
+        "a password is required",
+        "is not in the sudoers file",
+        "may not run sudo",
+        "is not allowed to execute",
+        "a terminal is required",
+    ];
+    let lines = || stderr.lines().map(str::trim);
+    match code {
+        Some(1) => lines()
+            .find(|line| {
+                // Most of sudo's refusals start `sudo: `; "USER is not in the sudoers file" may not.
+                (line.starts_with("sudo: ") || line.contains("sudoers"))
+                    && REFUSALS.iter().any(|words| line.contains(words))
+            })
+            .map(|line| SudoFailure::Refused(line.to_string())),
+        Some(127) => lines()
+            .find(|line| {
+                line.contains("sudo: command not found") || line.contains("sudo: not found")
+            })
+            .map(|line| SudoFailure::Missing(line.to_string())),
+        _ => None,
     }
 }
 
@@ -537,6 +612,97 @@ mod tests {
                 .split_whitespace()
                 .collect::<Vec<_>>(),
             ["0077", "600", "700", "0077"]
+        );
+    }
+
+    #[test]
+    fn become_wraps_every_script_in_sudo_unless_the_user_is_root() {
+        let ops = Target::new("h1", "10.0.0.1").with_user("ops");
+        assert_eq!(remote_shell(&ops), ("bash", &[][..]));
+        let ops = ops.with_become_root(true);
+        assert_eq!(remote_shell(&ops), ("sudo", &["-n", "--", "bash"][..]));
+        assert_eq!(SUDO_ARGS, ["-n", "--"]);
+        // root needs no sudo (and may have none): become from root runs bash as is.
+        let root = Target::new("h1", "10.0.0.1")
+            .with_user("root")
+            .with_become_root(true);
+        assert_eq!(remote_shell(&root), ("bash", &[][..]));
+    }
+
+    /// A real `sudo -n -- bash -c PRELUDE` (a stand-in sudo that checks its options and runs
+    /// the rest, as sudo does for a NOPASSWD rule): stdin, stdout and the exit code pass through.
+    #[test]
+    fn the_wrapped_command_streams_and_keeps_the_exit_code() {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let sudo = dir.path().join("sudo");
+        std::fs::write(
+            &sudo,
+            "#!/bin/sh
+[ \"$1\" = -n ] && [ \"$2\" = -- ] || { echo \"bad options: $*\" >&2; exit 2; }
+shift 2
+export SUDO_USER=ops
+exec \"$@\"
+",
+        )
+        .unwrap();
+        std::fs::set_permissions(&sudo, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let target = Target::new("h1", "10.0.0.1")
+            .with_user("ops")
+            .with_become_root(true);
+        let (program, args) = remote_shell(&target);
+        let mut child = std::process::Command::new(dir.path().join(program))
+            .args(args)
+            .arg("-c")
+            .arg(prelude("tr a-z A-Z; echo \"as $SUDO_USER\"; exit 7"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"streamed\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "STREAMED\nas ops\n");
+        assert_eq!(out.status.code(), Some(7));
+    }
+
+    #[test]
+    fn sudo_refusals_are_told_from_script_failures() {
+        let refused = sudo_failure(Some(1), "sudo: a password is required\n");
+        assert_eq!(
+            refused,
+            Some(SudoFailure::Refused("sudo: a password is required".into()))
+        );
+        assert_eq!(
+            sudo_failure(Some(1), "ops is not in the sudoers file.\n"),
+            Some(SudoFailure::Refused(
+                "ops is not in the sudoers file.".into()
+            ))
+        );
+        assert_eq!(
+            sudo_failure(Some(127), "bash: line 1: sudo: command not found\n"),
+            Some(SudoFailure::Missing(
+                "bash: line 1: sudo: command not found".into()
+            ))
+        );
+        assert_eq!(
+            sudo_failure(Some(127), "sh: 1: sudo: not found\n"),
+            Some(SudoFailure::Missing("sh: 1: sudo: not found".into()))
+        );
+        // The script's own failures stay the script's.
+        assert_eq!(sudo_failure(Some(1), "grep: x: No such file\n"), None);
+        assert_eq!(
+            sudo_failure(Some(2), "sudo: a password is required\n"),
+            None
+        );
+        assert_eq!(
+            sudo_failure(Some(127), "bash: kubectl: command not found\n"),
+            None
         );
     }
 

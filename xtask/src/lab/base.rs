@@ -30,6 +30,8 @@ const PACKAGES: &[&str] = &[
     "ethtool",
     "socat",
     "ebtables",
+    // Hosts without root login: ilha's `ansible_become` runs every command through `sudo -n`.
+    "sudo",
 ];
 /// Bump when the customisation code changes in a way the file list below does not show.
 const RECIPE_VERSION: &str = "ilha-lab-base 1";

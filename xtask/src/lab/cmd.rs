@@ -66,6 +66,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("zstd", "zstd"),
     ("tar", "tar"),
     ("setsid", "util-linux"),
+    ("nsenter", "util-linux"),
     ("mount", "mount"),
     ("umount", "mount"),
     ("chroot", "coreutils"),

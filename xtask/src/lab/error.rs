@@ -52,6 +52,15 @@ pub enum LabError {
     },
     #[error("host {host}: launcher did not start; see {}", log.display())]
     LauncherDidNotStart { host: String, log: PathBuf },
+    #[error("host {host} is not running: boot it first (`cargo xtask lab start {index}`)")]
+    NotRunning { host: String, index: usize },
+    #[error("in {host} (nsenter, no ssh) {script:?} failed ({status}): {stderr}")]
+    Exec {
+        host: String,
+        script: String,
+        status: String,
+        stderr: String,
+    },
     #[error("ssh to {host} ({ip}) failed ({status}) running {script:?}: {stderr}")]
     Ssh {
         host: String,

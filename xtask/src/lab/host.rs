@@ -274,6 +274,11 @@ pub fn boot(config: &LabConfig, base: &BaseImage, index: usize, files: &HostFile
     Ok(true)
 }
 
+/// The host's PID 1 (its systemd) as this machine numbers it, if the host is running.
+pub fn leader_pid(config: &LabConfig, index: usize) -> Option<i32> {
+    launcher_pid(config, index).and_then(|launcher| nspawn_and_leader(launcher).1)
+}
+
 /// The host's systemd-nspawn and its PID 1 (the container's systemd), if running.
 fn nspawn_and_leader(launcher: i32) -> (Option<i32>, Option<i32>) {
     let nspawn = process::children(launcher)

@@ -366,6 +366,50 @@ impl Lab {
         Ok(())
     }
 
+    /// Runs `script` (bash) as root inside host `index` without ssh: `nsenter` into the
+    /// namespaces of the host's PID 1, as a console would. For tests that take root login away
+    /// (`PermitRootLogin no`) or break sudo and still need to look at, or repair, the host.
+    /// Returns the output whatever the script's status.
+    pub fn exec(&self, index: usize, script: &str) -> Result<Output> {
+        check_root()?;
+        let host = self.host(index);
+        let pid = host::leader_pid(&self.config, index).ok_or_else(|| LabError::NotRunning {
+            host: host.name.clone(),
+            index,
+        })?;
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--target={pid}"))
+            .args(["--mount", "--uts", "--ipc", "--net", "--pid", "--cgroup"])
+            // The host's own root and working directory, and a login-like environment: nothing
+            // of the caller's (its PATH, its HOME) leaks into what the script sees.
+            .args(["--root", "--wd", "--", "/usr/bin/env", "-i"])
+            .args([
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "HOME=/root",
+                "LC_ALL=C",
+                "/bin/bash",
+                "-c",
+            ])
+            .arg(script)
+            .stdin(Stdio::null());
+        cmd::output(&mut command)
+    }
+
+    /// [`Lab::exec`]; a non-zero exit is an error. Returns stdout.
+    pub fn exec_ok(&self, index: usize, script: &str) -> Result<String> {
+        let out = self.exec(index, script)?;
+        if !out.status.success() {
+            return Err(LabError::Exec {
+                host: self.host(index).name,
+                script: script.to_string(),
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// The lab's private key for root on every host.
     pub fn ssh_key(&self) -> PathBuf {
         ssh::SshFiles::new(&self.config).key
