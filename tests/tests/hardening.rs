@@ -325,12 +325,22 @@ fn hardening_is_on_by_default_where_each_item_lives_and_reset_takes_it_off() {
     // The kubelet's live configuration (CIS 4.2.4, 4.2.6, 4.2.7, 4.2.9, 4.2.13; 1.12's 4.2.13
     // pod PIDs).
     for node in ["h1", "h2"] {
-        let raw = kubectl(
-            &lab,
-            MASTER,
-            &format!("get --raw /api/v1/nodes/{node}/proxy/configz"),
+        // The hardened `up` restarted the kubelets; the node may still show Ready from before.
+        let live: serde_json::Value = eventually(
+            &format!("{node}'s kubelet answers configz"),
+            std::time::Duration::from_secs(60),
+            || {
+                lab.ssh_ok(
+                    MASTER,
+                    &format!(
+                        "/usr/local/bin/kubectl --kubeconfig=/etc/kubernetes/admin.conf \
+                         --request-timeout=10s get --raw /api/v1/nodes/{node}/proxy/configz"
+                    ),
+                )
+                .ok()
+                .map(|raw| serde_json::from_str(&raw).unwrap())
+            },
         );
-        let live: serde_json::Value = serde_json::from_str(&raw).unwrap();
         let config = &live["kubeletconfig"];
         assert_eq!(config["protectKernelDefaults"], true, "{node}: {config}");
         assert_eq!(config["tlsMinVersion"], "VersionTLS12", "{node}");

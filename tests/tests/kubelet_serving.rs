@@ -11,6 +11,7 @@
 //!   into a pod on each node;
 //! - a foreign certificate swapped in on h2 makes `kubectl logs` fail with an x509 error, and the
 //!   next `up` puts ilha's back (logs work again); one more `up` changes nothing.
+//! - `ilha plan` announces the migration and the certificate put back.
 //!
 //! Stand-in: the lab runs Kubernetes v1.20.2, the newest that can be built here.
 use std::time::{Duration, Instant};
@@ -178,6 +179,17 @@ fn kubelets_serve_certificates_from_ilhas_ca_and_a_running_cluster_migrates() {
     )
     .unwrap();
     write_config(None);
+    let mut plan_args = args.clone();
+    plan_args[0] = "plan";
+    let planned = ilha(&lab, &plan_args);
+    assert!(planned.status.success(), "ilha plan:\n{}", text(&planned));
+    assert!(
+        text(&planned).contains(
+            "Kubelets serving self-signed certificates (h1, h2) restart one at a time with ilha's"
+        ),
+        "{}",
+        text(&planned)
+    );
     let migration = Instant::now();
     let out = ilha(&lab, &args);
     let migration = migration.elapsed();
@@ -289,6 +301,11 @@ fn kubelets_serve_certificates_from_ilhas_ca_and_a_running_cluster_migrates() {
         "{refused}"
     );
     assert_exec_and_logs(&lab, "h1");
+    let planned = text(&ilha(&lab, &plan_args));
+    assert!(
+        planned.contains("The kubelet serving certificate was changed on h2: ilha's is put back."),
+        "{planned}"
+    );
     let out = ilha(&lab, &args);
     let said = text(&out);
     assert!(
