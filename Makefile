@@ -43,7 +43,7 @@ test: deps
 	$(CARGO) xtask artifacts build
 	@mkdir -p target
 	@# CI shows only the head and tail of a long log: the reasons are repeated at the end.
-	@{ $(CARGO) test --workspace --no-fail-fast; echo $$? > target/test-status; } 2>&1 | tee target/test.log
+	@{ $(CARGO) test --workspace --no-fail-fast && status=0 || status=$$?; echo $$status > target/test-status; } 2>&1 | tee target/test.log
 	@status=$$(cat target/test-status); if [ "$$status" != 0 ]; then \
 	    echo "=== why each failing test failed (whole log: target/test.log) ==="; \
 	    grep -A12 -E "^thread '.*panicked at" target/test.log \

@@ -278,6 +278,68 @@ impl Key {
     }
 }
 
+/// The state directory's `encryption/` rebuilt from the configurations found on the masters
+/// (`ilha state recover`): every aescbc key any master lists, in the order of the first master
+/// that has a configuration and then the others', as `(path relative to the state directory,
+/// content, mode)`. Empty when no master has a configuration. Two masters naming one key with
+/// different bytes are refused: which of them encrypted which Secrets cannot be told.
+pub fn recovered_files(
+    configs: &[(String, Vec<Provider>)],
+) -> anyhow::Result<Vec<(String, Vec<u8>, u32)>> {
+    let mut keys: Vec<(String, String, String)> = Vec::new(); // name, secret, host
+    for (host, providers) in configs {
+        for provider in providers {
+            let Provider::Aescbc { name, secret } = provider else {
+                continue;
+            };
+            match keys.iter().find(|(n, _, _)| n == name) {
+                Some((_, known, first)) if known != secret => bail!(
+                    "{host} and {first}: key `{name}` has different bytes in their {CONFIG_PATH}: \
+                     which one encrypted which Secrets cannot be told; put one file on every \
+                     master, or copy the `{STATE_SUBDIR}` directory from a kit's state/"
+                ),
+                Some(_) => {}
+                None => keys.push((name.clone(), secret.clone(), host.clone())),
+            }
+        }
+    }
+    let mut files = Vec::new();
+    let mut record = Record {
+        keys: Vec::new(),
+        drop_after_rewrite: Vec::new(),
+    };
+    for (name, secret, host) in &keys {
+        if !valid_name(name) {
+            bail!("{host}: {CONFIG_PATH}: key name {name:?} is not one ilha writes");
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(secret)
+            .ok()
+            .filter(|b| b.len() == KEY_BYTES)
+            .with_context(|| {
+                format!("{host}: {CONFIG_PATH}: key `{name}` is not base64 of {KEY_BYTES} bytes")
+            })?;
+        record.keys.push(RecordedKey {
+            name: name.clone(),
+            sha256: hex::encode(Sha256::digest(&bytes)),
+        });
+        files.push((
+            format!("{STATE_SUBDIR}/{name}.key"),
+            format!("{secret}\n").into_bytes(),
+            0o600,
+        ));
+    }
+    if !files.is_empty() {
+        let text = serde_json::to_string_pretty(&record).expect("plain data") + "\n";
+        files.push((
+            format!("{STATE_SUBDIR}/{RECORD_FILE}"),
+            text.into_bytes(),
+            0o600,
+        ));
+    }
+    Ok(files)
+}
+
 /// The cluster's keys, as recorded in `<state>/encryption/`.
 #[derive(Clone)]
 pub struct KeySet {
@@ -1095,6 +1157,57 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn recovered_keys_load_as_the_masters_listed_them_and_disagreements_are_refused() {
+        let state = tempfile::tempdir().unwrap();
+        let mut set = KeySet::load_or_init(state.path(), true).unwrap().unwrap();
+        set.rotate().unwrap();
+        // The masters' configurations: mid-rotation, one lists key2 first, one only key1.
+        let both = set.providers(true);
+        let old_only: Vec<Provider> = both
+            .iter()
+            .filter(|p| !matches!(p, Provider::Aescbc { name, .. } if name == "key2"))
+            .cloned()
+            .collect();
+        let files =
+            recovered_files(&[("m1".into(), old_only.clone()), ("m2".into(), both.clone())])
+                .unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        for (relative, bytes, mode) in &files {
+            assert_eq!(*mode, 0o600, "{relative}");
+            let path = elsewhere.path().join(relative);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            crate::fsutil::write_atomic(&path, bytes, *mode).unwrap();
+        }
+        let recovered = KeySet::load(elsewhere.path()).unwrap().unwrap();
+        assert_eq!(recovered.names(), ["key1", "key2"]);
+        assert_eq!(
+            recovered
+                .providers(true)
+                .iter()
+                .filter(|p| both.contains(p))
+                .count(),
+            3,
+            "the same key bytes and identity"
+        );
+        assert!(
+            recovered_files(&[("m1".into(), vec![Provider::Identity])])
+                .unwrap()
+                .is_empty()
+        );
+        let mut forged = both.clone();
+        if let Some(Provider::Aescbc { secret, .. }) = forged.first_mut() {
+            *secret = base64::engine::general_purpose::STANDARD.encode([7u8; KEY_BYTES]);
+        }
+        let err = recovered_files(&[("m1".into(), both), ("m2".into(), forged)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("m2 and m1: key `key2` has different bytes"),
+            "{err}"
+        );
     }
 
     #[test]

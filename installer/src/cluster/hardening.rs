@@ -222,10 +222,12 @@ pub const ETCD_USER: &str = "etcd";
 /// user only then.
 pub const ETCD_USER_MADE: &str = "/var/lib/ilha/etcd-user-made";
 
-/// The unit's `[Service]` lines that run etcd as its own user.
+/// The unit's `[Service]` lines that run etcd as its own user. `StateDirectory`: systemd makes
+/// the data directory (etcd's, 0700) when it is missing, as etcd running as root used to (a
+/// member whose data was lost then starts empty, as before, instead of failing to start).
 pub fn etcd_service_lines(plan: &ClusterPlan) -> &'static str {
     if plan.config.hardening.etcd_user {
-        "User=etcd\nGroup=etcd\n"
+        "User=etcd\nGroup=etcd\nStateDirectory=etcd\nStateDirectoryMode=0700\n"
     } else {
         ""
     }
@@ -440,7 +442,16 @@ mod tests {
     fn etcd_runs_as_its_user_with_strong_ciphers() {
         let plan = plan_for("v1.20.2");
         let unit = text(&etcd_unit(&plan, &plan.hosts[0]));
-        assert!(unit.contains("\nUser=etcd\nGroup=etcd\n"), "{unit}");
+        assert!(
+            unit.contains(
+                "\nUser=etcd\nGroup=etcd\nStateDirectory=etcd\nStateDirectoryMode=0700\n"
+            ),
+            "{unit}"
+        );
+        assert_eq!(
+            ETCD_DATA_DIR, "/var/lib/etcd",
+            "StateDirectory=etcd names it"
+        );
         assert!(flags(&unit).contains(&format!("--cipher-suites={}", CIPHER_SUITES.join(","))));
     }
 

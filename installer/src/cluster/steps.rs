@@ -138,15 +138,14 @@ impl Step {
         }
     }
 
-    /// The same step with `file` uploaded instead of the upload to the same path (or in
-    /// addition), its digest recomputed: a staged variant of a step (`cluster::encryption`).
+    /// The same step with `file` uploaded instead of the upload to the same path, in its place
+    /// (or last, in addition), its digest recomputed: a staged variant of a step
+    /// (`cluster::encryption`) has the digest of the step built with that file.
     pub fn with_file(&self, file: RemoteFile) -> Step {
-        let mut uploads: Vec<Upload> = self
-            .uploads
-            .iter()
-            .filter(|u| u.remote_path != file.path)
-            .cloned()
-            .collect();
+        if self.uploads.iter().any(|u| u.remote_path == file.path) {
+            return self.replacing(file);
+        }
+        let mut uploads = self.uploads.clone();
         uploads.push(Upload::file(file));
         let deps: Vec<&str> = self.depends_on.iter().map(String::as_str).collect();
         Step::new(self.id, self.phase, uploads, self.script.clone(), &deps)
@@ -475,14 +474,16 @@ pub fn host_steps(
         if plan.config.hardening.audit_log {
             uploads.push(Upload::file(hardening::audit_policy()));
         }
-        // A new encryption config restarts the apiserver with the rest of the control plane.
-        uploads.extend(plan.encryption.clone().map(Upload::file));
         // Admission and authentication configs the apiserver's flags name.
         uploads.extend(
             super::admission::apiserver_files(plan)
                 .into_iter()
                 .map(Upload::file),
         );
+        // A new encryption config restarts the apiserver with the rest of the control plane.
+        // Last: a staged variant (`Step::with_file`) that adds it then has the digest of the
+        // step built with it.
+        uploads.extend(plan.encryption.clone().map(Upload::file));
         steps.push(Step::new(
             "control-plane",
             Phase::ControlPlane,

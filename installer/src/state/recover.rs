@@ -52,12 +52,13 @@ pub struct RecoverRequest {
 
 /// Top-level entries recovery writes; each must be absent from an existing state directory.
 /// `pki` comes last: its presence is what marks a state directory as holding a cluster.
-const WRITTEN: [&str; 5] = [
+const WRITTEN: [&str; 6] = [
     "records",
     "pod-ranges.json",
     "etcd-members.json",
     "admin.conf",
     "pki",
+    crate::cluster::encryption::STATE_SUBDIR,
 ];
 
 /// A certificate (or public key) and its private key, PEM bytes as found on a host.
@@ -252,6 +253,10 @@ fn wanted_files(roles: &BTreeSet<Role>) -> Vec<String> {
     }
     if etcd || control_plane {
         files.push(format!("{ETCD_PKI_DIR}/ca.crt"));
+    }
+    if control_plane {
+        // Secrets at rest: the keys exist nowhere else once the state directory is lost.
+        files.push(crate::cluster::encryption::CONFIG_PATH.to_string());
     }
     if etcd {
         for stem in ["server", "peer", "healthcheck-client"] {
@@ -692,6 +697,29 @@ pub fn assemble(
     out.lines
         .push(format!("service-account key pair from {}", from.join(", ")));
 
+    // Secrets at rest: every key the masters' configurations name.
+    let mut configs = Vec::new();
+    for master in &masters {
+        if let Some(text) = master.text(crate::cluster::encryption::CONFIG_PATH) {
+            configs.push((
+                master.name.clone(),
+                crate::cluster::encryption::parse_config(&master.name, text)?,
+            ));
+        }
+    }
+    let key_files = crate::cluster::encryption::recovered_files(&configs)?;
+    if !key_files.is_empty() {
+        let from: Vec<&str> = configs.iter().map(|(h, _)| h.as_str()).collect();
+        out.lines.push(format!(
+            "Secrets encryption keys ({}) from {}",
+            key_files.len() - 1,
+            from.join(", ")
+        ));
+        for (relative, bytes, mode) in key_files {
+            out.files.insert(relative, (bytes, mode));
+        }
+    }
+
     // Every leaf, from the hosts that received it.
     let reachable: BTreeSet<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
     let mut recovered_leaves = Vec::new();
@@ -1064,7 +1092,9 @@ fn write(state_dir: &Path, config: &ClusterConfig, recovered: &Recovered) -> any
         let path = root.join(relative);
         let dir = path.parent().expect("a file under the root");
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        if relative.starts_with("pki/") {
+        if relative.starts_with("pki/")
+            || relative.starts_with(crate::cluster::encryption::STATE_SUBDIR)
+        {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         }
         crate::fsutil::write_atomic(&path, bytes, *mode)
