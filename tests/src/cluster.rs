@@ -166,6 +166,12 @@ pub struct Member {
     pub groups: &'static [&'static str],
 }
 
+/// h1 master and etcd, h2 a worker: the smallest cluster with a worker.
+pub fn master_and_worker() -> [Member; 2] {
+    let [master, worker, _] = master_and_two_workers();
+    [master, worker]
+}
+
 /// h1 master and etcd, h2 and h3 workers: the smallest cluster with pods on two workers.
 pub fn master_and_two_workers() -> [Member; 3] {
     [

@@ -17,26 +17,12 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use ilha_e2e::cluster::{
-    Member, eventually, fresh_lab, ilha, kubectl, lab_bundle, text, write_config, write_inventory,
+    eventually, fresh_lab, ilha, kubectl, lab_bundle, master_and_worker, text, write_config,
+    write_inventory,
 };
 
 const MASTER: usize = 1;
 const WORKER: usize = 2;
-
-fn layout() -> [Member; 2] {
-    [
-        Member {
-            name: "h1",
-            index: MASTER,
-            groups: &["kube-master", "etcd"],
-        },
-        Member {
-            name: "h2",
-            index: WORKER,
-            groups: &["kube-node"],
-        },
-    ]
-}
 
 const CIPHERS: &str = "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,\
 TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,\
@@ -105,7 +91,7 @@ fn hardening_is_on_by_default_where_each_item_lives_and_reset_takes_it_off() {
     let bundle = lab_bundle();
     let lab = fresh_lab(2);
     let work = tempfile::tempdir().unwrap();
-    let inventory = write_inventory(&lab, work.path(), &layout(), None);
+    let inventory = write_inventory(&lab, work.path(), &master_and_worker(), None);
     let config_path = write_config(work.path(), "hardened");
     let default_config = std::fs::read_to_string(&config_path).unwrap();
     let inventory = inventory.to_str().unwrap();

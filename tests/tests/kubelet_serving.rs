@@ -17,23 +17,10 @@
 use std::time::{Duration, Instant};
 
 use ilha_e2e::cluster::{
-    LAB_EVICTION, Member, eventually, fresh_lab, ilha, kubectl, lab_bundle, text, up_args,
-    write_inventory,
+    LAB_EVICTION, eventually, fresh_lab, ilha, kubectl, lab_bundle, master_and_worker, text,
+    up_args, write_inventory,
 };
 use xtask::lab::Lab;
-
-const LAYOUT: [Member; 2] = [
-    Member {
-        name: "h1",
-        index: 1,
-        groups: &["kube-master", "etcd"],
-    },
-    Member {
-        name: "h2",
-        index: 2,
-        groups: &["kube-node"],
-    },
-];
 
 const KUBECTL: &str =
     "/usr/local/bin/kubectl --kubeconfig=/etc/kubernetes/admin.conf --request-timeout=10s";
@@ -113,7 +100,7 @@ fn kubelets_serve_certificates_from_ilhas_ca_and_a_running_cluster_migrates() {
     let lab = fresh_lab(2);
     let started = Instant::now();
     let work = tempfile::tempdir().unwrap();
-    let inventory = write_inventory(&lab, work.path(), &LAYOUT, None);
+    let inventory = write_inventory(&lab, work.path(), &master_and_worker(), None);
     let config = work.path().join("cluster.yaml");
     let write_config = |item: Option<bool>| {
         let hardening = item.map_or(String::new(), |on| {

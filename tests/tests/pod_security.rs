@@ -31,21 +31,6 @@ const KUBECTL: &str =
 const USER: &str = "system:serviceaccount:default:tester";
 const SYSTEM_USER: &str = "system:serviceaccount:kube-system:tester";
 
-fn layout() -> [ilha_e2e::cluster::Member; 2] {
-    [
-        ilha_e2e::cluster::Member {
-            name: "h1",
-            index: 1,
-            groups: &["kube-master", "etcd"],
-        },
-        ilha_e2e::cluster::Member {
-            name: "h2",
-            index: 2,
-            groups: &["kube-node"],
-        },
-    ]
-}
-
 /// A pod of the lab's busybox in `namespace`, with `spec_extra` (indented as pod spec fields)
 /// and `container_extra` (as container fields).
 fn pod(name: &str, namespace: &str, spec_extra: &str, container_extra: &str) -> String {
@@ -118,7 +103,12 @@ fn pod_security_refuses_privileged_pods_outside_kube_system_and_a_running_cluste
     let bundle = lab_bundle();
     let lab = fresh_lab(2);
     let work = tempfile::tempdir().unwrap();
-    let inventory = write_inventory(&lab, work.path(), &layout(), None);
+    let inventory = write_inventory(
+        &lab,
+        work.path(),
+        &ilha_e2e::cluster::master_and_worker(),
+        None,
+    );
     let config = write_config(work.path(), "pod-security");
     let inventory = inventory.to_str().unwrap();
     let config = config.to_str().unwrap();

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use ilha_e2e::cluster::{
-    LAB_EVICTION, Member, fresh_lab, ilha, ilha_binary, kubectl, lab_bundle, text, write_inventory,
+    LAB_EVICTION, fresh_lab, ilha, ilha_binary, kubectl, lab_bundle, master_and_worker, text,
+    write_inventory,
 };
 use xtask::lab::Lab;
 
@@ -197,19 +198,7 @@ fn mode(path: &Path) -> u32 {
 fn secrets_are_encrypted_rotated_and_restored_readable() {
     let lab = fresh_lab(2);
     let work = tempfile::tempdir().unwrap();
-    let members = [
-        Member {
-            name: "h1",
-            index: 1,
-            groups: &["kube-master", "etcd"],
-        },
-        Member {
-            name: "h2",
-            index: 2,
-            groups: &["kube-node"],
-        },
-    ];
-    let inventory = write_inventory(&lab, work.path(), &members, None);
+    let inventory = write_inventory(&lab, work.path(), &master_and_worker(), None);
     let bundle = lab_bundle();
     let up = [
         "up",

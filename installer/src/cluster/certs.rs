@@ -326,7 +326,6 @@ fn build(pki: &Pki, plan: &ClusterPlan, host: &HostPlan) -> anyhow::Result<Vec<R
 mod tests {
     use std::collections::BTreeSet;
 
-    use x509_parser::extensions::GeneralName;
     use x509_parser::prelude::{FromDer, X509Certificate};
 
     use super::*;
@@ -339,22 +338,7 @@ mod tests {
             .contents
     }
 
-    fn sans(cert: &X509Certificate<'_>) -> BTreeSet<String> {
-        cert.subject_alternative_name()
-            .unwrap()
-            .unwrap()
-            .value
-            .general_names
-            .iter()
-            .map(|name| match name {
-                GeneralName::DNSName(dns) => format!("DNS:{dns}"),
-                GeneralName::IPAddress(octets) => {
-                    format!("IP:{}", IpAddr::from(<[u8; 4]>::try_from(*octets).unwrap()))
-                }
-                other => panic!("unexpected SAN {other:?}"),
-            })
-            .collect()
-    }
+    use crate::pki::tests::sans;
 
     #[test]
     fn kubelet_serving_certificate_names_the_node_and_its_addresses() {

@@ -383,4 +383,4 @@ fn read_required(path: &Path) -> Result<String, PkiError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -215,23 +215,9 @@ fn leaf_carries_the_requested_identity() {
     assert_eq!(leaf.raw_serial().len(), 16);
     assert_eq!(leaf.subject().to_string(), "CN=kube-apiserver");
 
-    let sans: Vec<String> = leaf
-        .subject_alternative_name()
-        .unwrap()
-        .unwrap()
-        .value
-        .general_names
-        .iter()
-        .map(|name| match name {
-            GeneralName::DNSName(dns) => format!("DNS:{dns}"),
-            GeneralName::IPAddress(octets) => {
-                format!("IP:{}", IpAddr::from(<[u8; 4]>::try_from(*octets).unwrap()))
-            }
-            other => panic!("unexpected SAN {other:?}"),
-        })
-        .collect();
+    let sans = sans(&leaf);
     assert_eq!(
-        BTreeSet::from_iter(sans),
+        sans,
         BTreeSet::from(
             [
                 "DNS:kubernetes",
@@ -605,4 +591,22 @@ fn debug_output_hides_private_keys() {
     let shown = format!("{pair:?}");
     assert!(shown.contains("CERT"));
     assert!(!shown.contains("SECRET"));
+}
+
+/// A certificate's subjectAltNames as `DNS:name` and `IP:address` (IPv4 only).
+pub(crate) fn sans(cert: &X509Certificate<'_>) -> BTreeSet<String> {
+    cert.subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .map(|name| match name {
+            GeneralName::DNSName(dns) => format!("DNS:{dns}"),
+            GeneralName::IPAddress(octets) => {
+                format!("IP:{}", IpAddr::from(<[u8; 4]>::try_from(*octets).unwrap()))
+            }
+            other => panic!("unexpected SAN {other:?}"),
+        })
+        .collect()
 }
